@@ -1,0 +1,63 @@
+"""Checkpoints: a state_dict plus a plain description; never a pickled module.
+
+    {"format": "mcgraph", "version": 1, "description": {...}, "state_dict": {...}, ...extras}
+
+Loads with ``torch.load(path, weights_only=True)``. Writes go to a temp file in the same
+directory, then ``os.replace``: an interrupted write never leaves a half-written checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import McGraphError
+
+FORMAT, VERSION = "mcgraph", 1
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise McGraphError("save", f"output directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_checkpoint(path: str | os.PathLike, description: dict[str, Any],
+                     state_dict: dict[str, torch.Tensor], **extras: Any) -> Path:
+    obj = {"format": FORMAT, "version": VERSION, "description": description,
+           "state_dict": state_dict, **extras}
+    return atomic_save(obj, path)
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate; every failure is a one-line McGraphError."""
+    path = Path(path)
+    if not path.is_file():
+        raise McGraphError("load", f"{path} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise McGraphError("load", f"{path} is not an mcgraph checkpoint (unreadable: "
+                                   f"{type(e).__name__})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise McGraphError("load", f"{path} is not an mcgraph checkpoint (no mcgraph header)")
+    if obj.get("version") != VERSION:
+        raise McGraphError("load", f"{path} has checkpoint version {obj.get('version')}, "
+                                   f"this mcgraph reads version {VERSION}")
+    if not isinstance(obj.get("description"), dict) or not isinstance(obj.get("state_dict"), dict):
+        raise McGraphError("load", f"{path} is an mcgraph checkpoint without description or weights")
+    return obj

@@ -1,0 +1,44 @@
+"""The ``mcgraph`` command line: options -> config dataclass -> library call, nothing more."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import McGraphError
+
+
+class _Group(click.Group):
+    """Every failure ends in one line on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except McGraphError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except (OSError, MemoryError) as e:
+            click.echo(f"error: {type(e).__name__}: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mcgraph")
+def main() -> None:
+    """Learn how the modules of a ResNet connect (MaskConnect), then compile it to a slim ONNX model.
+
+    \b
+    mcgraph rewrite resnet20 --in-channels 1 --input-size 28x28 --fan-in 2 -o m.pt
+    mcgraph train m.pt --data fashion-mnist --out runs/r20
+    mcgraph compile runs/r20/best.pt -o model.onnx
+    """
+
+
+def _register() -> None:
+    from . import compile_cmd, inspect_cmd, rewrite_cmd  # noqa: F401  (commands attach to main)
+
+
+_register()

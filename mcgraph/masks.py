@@ -1,0 +1,213 @@
+"""The MaskConnect mask: K-hot sampling, straight-through gradient, clip, freeze.
+
+Input of module j:  x_j = sum_k m_{j,k} * adapt_k(y_k)  with m_j K-hot (DESIGN §2).
+
+The forward pass adds only the K chosen inputs. The backward pass computes the straight-through
+gradient dL/dm_{j,k} = <dL/dx_j, adapt_k(y_k)> for every candidate k from the y_k that are alive
+anyway (saved by reference, never copied), so activation memory stays linear in depth.
+
+    mc = MaskConnect("layer1.1", ["relu", "layer1.0"], [(1, 1), (1, 1)], [16, 16], 16, fan_in=1)
+    x = mc(y_stem, y_block0)      # (N, 16, H, W)
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+INITS = ("uniform", "prev", "random", "full")
+UNIFORM_VALUE = 0.5  # 'uniform' init: every entry equal, mid-range so it can move both ways
+
+
+def adapt(y: torch.Tensor, sh: int, sw: int, out_channels: int) -> torch.Tensor:
+    """Parameter-free adapter (ResNet option A): subsample space, zero-pad channels."""
+    if sh != 1 or sw != 1:
+        y = y[:, :, ::sh, ::sw]
+    pad = out_channels - y.shape[1]
+    if pad:
+        y = torch.nn.functional.pad(y, (0, 0, 0, 0, 0, pad))
+    return y
+
+
+def _view(y: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    sh, sw = stride
+    return y if sh == 1 and sw == 1 else y[:, :, ::sh, ::sw]
+
+
+def _dot(g: torch.Tensor, y: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """<g, adapt(y)>: padded channels are zero, so only the first C_y channels of g count."""
+    v = _view(y, stride)
+    c = v.shape[1]
+    gg = g if c == g.shape[1] else g[:, :c]
+    if gg.is_contiguous() and v.is_contiguous():
+        return torch.dot(gg.reshape(-1), v.reshape(-1)).float()
+    return torch.sum(gg * v, dtype=torch.float32)
+
+
+class _MaskedSum(torch.autograd.Function):
+    """sum_{k in chosen} adapt(ys[k]); straight-through mask gradient for all candidates."""
+
+    @staticmethod
+    def forward(ctx, mask, chosen, strides, out_channels, *ys):  # type: ignore[override]
+        out = None
+        for k in chosen:
+            v = _view(ys[k], strides[k])                          # (N, C_k, H_j, W_j)
+            if out is None:
+                n, _, h, w = v.shape
+                if v.shape[1] == out_channels:
+                    out = v.clone()
+                    continue
+                out = v.new_zeros((n, out_channels, h, w))
+            out[:, : v.shape[1]] += v
+        ctx.chosen, ctx.strides = chosen, strides
+        ctx.shapes = [y.shape for y in ys]
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(*ys)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        grads: list[torch.Tensor | None] = [None] * len(ctx.shapes)
+        for k in ctx.chosen:
+            if not ctx.needs_input_grad[4 + k]:
+                continue
+            shape, (sh, sw) = ctx.shapes[k], ctx.strides[k]
+            gk = g if shape[1] == g.shape[1] else g[:, : shape[1]]
+            if sh == 1 and sw == 1:
+                grads[k] = gk if gk is g else gk.contiguous()
+            else:
+                z = g.new_zeros(shape)
+                z[:, :, ::sh, ::sw] = gk
+                grads[k] = z
+        gmask = None
+        if ctx.needs_input_grad[0]:
+            ys = ctx.saved_tensors
+            gmask = torch.stack([_dot(g, y, s) for y, s in zip(ys, ctx.strides)])
+        return (gmask, None, None, None, *grads)
+
+
+def _stream_seed(seed: int, index: int, step: int) -> int:
+    # Independent streams per (seed, module, step): every DDP rank draws the same masks.
+    return (seed * 0x9E3779B1 + index * 0xC2B2AE3D + step * 0x85EBCA77) % (2**63 - 1)
+
+
+class MaskConnect(nn.Module):
+    """Learnable K-sparse masked sum over a module's candidate inputs.
+
+    State: ``mask`` (real-valued m~ in [0,1], a Parameter), buffers ``frozen``, ``chosen``
+    (K-hot after freeze) and ``step`` (sampling counter, so resumed runs draw the same masks).
+    """
+
+    def __init__(self, target: str, candidates: Sequence[str], strides: Sequence[tuple[int, int]],
+                 in_channels: Sequence[int], out_channels: int, fan_in: int,
+                 init: str = "uniform", prev: int | None = None, seed: int = 0, index: int = 0):
+        super().__init__()
+        n = len(candidates)
+        if n == 0:
+            raise ValueError(f"MaskConnect: {target} has no candidates")
+        if init not in INITS:
+            raise ValueError(f"MaskConnect: unknown init '{init}', expected one of {INITS}")
+        self.target, self.candidates = target, list(candidates)
+        self.strides = tuple((int(a), int(b)) for a, b in strides)
+        self.in_channels, self.out_channels = list(in_channels), int(out_channels)
+        self.fan_in = min(int(fan_in), n)   # fewer candidates than K: take them all
+        self.seed, self.index = int(seed), int(index)
+        self.mask = nn.Parameter(self._init_values(init, n, prev))
+        self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("chosen", torch.zeros(n, dtype=torch.bool))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def _init_values(self, init: str, n: int, prev: int | None) -> torch.Tensor:
+        if init == "uniform":
+            return torch.full((n,), UNIFORM_VALUE)
+        if init == "full":
+            return torch.ones(n)
+        if init == "random":
+            g = torch.Generator().manual_seed(_stream_seed(self.seed, self.index, -1))
+            return torch.rand(n, generator=g)
+        m = torch.zeros(n)                   # prev: the original wiring, one-hot
+        m[n - 1 if prev is None else prev] = 1.0
+        return m
+
+    @property
+    def num_candidates(self) -> int:
+        return self.mask.numel()
+
+    def topk(self) -> torch.Tensor:
+        """Deterministic top-K of m~, ties broken by candidate index (stable). Sorted indices."""
+        order = torch.sort(self.mask.detach().float().cpu(), descending=True, stable=True).indices
+        return torch.sort(order[: self.fan_in]).values
+
+    def sample(self) -> torch.Tensor:
+        """K distinct candidates drawn without replacement, probability proportional to m~.
+
+        Gumbel-top-k: top-K of log m~ + Gumbel noise. Zero entries get log(1e-12), so they are
+        only drawn when fewer than K entries are positive (the all-zero guard)."""
+        g = torch.Generator().manual_seed(_stream_seed(self.seed, self.index, int(self.step)))
+        logits = torch.log(self.mask.detach().float().cpu().clamp_min(1e-12))
+        u = torch.rand(logits.shape, generator=g).clamp_(1e-20, 1.0 - 1e-7)
+        keys = logits - torch.log(-torch.log(u))
+        return torch.sort(torch.topk(keys, self.fan_in).indices).values
+
+    def selected(self) -> torch.Tensor:
+        """Indices read by this forward: frozen set, a sample (training), or top-K (eval)."""
+        if bool(self.frozen):
+            return torch.nonzero(self.chosen.cpu()).flatten()
+        if self.training:
+            return self.sample()
+        return self.topk()
+
+    def binary(self) -> torch.Tensor:
+        """The K-hot vector the current mode would use (for inspection and tests)."""
+        m = torch.zeros(self.num_candidates, dtype=torch.bool)
+        m[self.selected()] = True
+        return m
+
+    def forward(self, *ys: torch.Tensor) -> torch.Tensor:
+        if len(ys) != self.num_candidates:
+            raise ValueError(f"MaskConnect: {self.target} expects {self.num_candidates} inputs, "
+                             f"got {len(ys)}")
+        chosen = tuple(int(i) for i in self.selected())
+        learning = self.training and not bool(self.frozen)
+        if learning:
+            self.step += 1
+        mask = self.mask if learning else self.mask.detach()
+        return _MaskedSum.apply(mask, chosen, self.strides, self.out_channels, *ys)
+
+    @torch.no_grad()
+    def freeze(self, chosen: Iterable[int] | None = None) -> None:
+        """Fix the binary mask (default: top-K of m~); m~ stops receiving gradients."""
+        idx = self.topk() if chosen is None else torch.tensor(sorted(set(chosen)), dtype=torch.long)
+        self.chosen.zero_()
+        self.chosen[idx.to(self.chosen.device)] = True
+        self.frozen.fill_(True)
+        self.mask.requires_grad_(False)
+
+    def extra_repr(self) -> str:
+        return (f"target={self.target}, candidates={self.num_candidates}, fan_in={self.fan_in}, "
+                f"frozen={bool(self.frozen)}")
+
+
+def mask_modules(model: nn.Module) -> list[MaskConnect]:
+    return [m for m in model.modules() if isinstance(m, MaskConnect)]
+
+
+def mask_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The real-valued masks, for their own optimizer group (no weight decay, no momentum)."""
+    return [m.mask for m in mask_modules(model)]
+
+
+@torch.no_grad()
+def clip_masks_(model: nn.Module) -> None:
+    """Call after each optimizer step: keep every m~ in [0, 1]."""
+    for m in mask_modules(model):
+        m.mask.clamp_(0.0, 1.0)
+
+
+def freeze_masks(model: nn.Module) -> nn.Module:
+    """Freeze every mask of ``model`` in place to its top-K binary value."""
+    for m in mask_modules(model):
+        if not bool(m.frozen):
+            m.freeze()
+    return model

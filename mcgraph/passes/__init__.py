@@ -1,0 +1,10 @@
+"""Graph passes, one per file. Analysis passes annotate ``node.meta``; rewrite passes return a
+linted, recompiled GraphModule."""
+from .eliminate_dead import eliminate_dead
+from .export_onnx import export_onnx
+from .find_modules import find_modules
+from .freeze import freeze
+from .insert_masks import insert_masks
+from .lower_masks import lower_masks
+
+__all__ = ["eliminate_dead", "export_onnx", "find_modules", "freeze", "insert_masks", "lower_masks"]
