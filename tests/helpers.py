@@ -1,0 +1,30 @@
+"""Shared numerical asserts (DESIGN §4: max abs diff under 1e-4 relative to the output scale)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def max_abs_diff(a, b) -> float:
+    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    b = b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else np.asarray(b)
+    assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
+    return float(np.abs(a - b).max())
+
+
+def assert_same_outputs(ref, got, rel: float = 1e-4) -> None:
+    """Outputs agree within ``rel`` times the output scale (at least 1)."""
+    ref_np = ref.detach().cpu().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
+    scale = max(1.0, float(np.abs(ref_np).max()))
+    diff = max_abs_diff(ref, got)
+    assert diff <= rel * scale, f"max |diff| {diff:.3g} > {rel * scale:.3g} (scale {scale:.3g})"
+
+
+def eval_outputs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(x)
+
+
+def rand(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))

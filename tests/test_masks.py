@@ -1,0 +1,139 @@
+"""The mask module: sampling, straight-through gradient against a dense reference, clip, freeze."""
+import pytest
+import torch
+
+from helpers import rand
+from mcgraph.masks import MaskConnect, adapt, clip_masks_
+
+
+def _mc(n=4, k=2, init="uniform", strides=None, chans=None, out=8, seed=0):
+    strides = strides or [(1, 1)] * n
+    chans = chans or [out] * n
+    return MaskConnect("blk", [f"c{i}" for i in range(n)], strides, chans, out, fan_in=k,
+                       init=init, seed=seed)
+
+
+def test_sample_is_k_hot_and_proportional():
+    mc = _mc(n=4, k=1)
+    with torch.no_grad():
+        mc.mask.copy_(torch.tensor([0.6, 0.3, 0.1, 0.0]))
+    counts = torch.zeros(4)
+    for step in range(3000):
+        mc.step.fill_(step)
+        s = mc.sample()
+        assert len(s) == 1
+        counts[s] += 1
+    freq = counts / counts.sum()
+    assert freq[3] == 0                                      # m~ = 0 is never drawn when K fit
+    assert torch.allclose(freq[:3], torch.tensor([0.6, 0.3, 0.1]), atol=0.03)
+
+
+def test_sample_without_replacement_and_all_zero_guard():
+    mc = _mc(n=5, k=3)
+    with torch.no_grad():
+        mc.mask.zero_()
+    for step in range(50):
+        mc.step.fill_(step)
+        s = mc.sample()
+        assert len(set(s.tolist())) == 3                     # K distinct even with m~ = 0
+
+
+def test_sampling_is_seeded_by_seed_and_step():
+    a, b, c = _mc(n=8, k=2, seed=1), _mc(n=8, k=2, seed=1), _mc(n=8, k=2, seed=2)
+    draws = lambda m: [(m.step.fill_(t), m.sample().tolist())[1] for t in range(20)]  # noqa: E731
+    assert draws(a) == draws(b)
+    assert draws(a) != draws(c)
+
+
+def test_eval_is_stable_topk():
+    mc = _mc(n=5, k=2)
+    with torch.no_grad():
+        mc.mask.copy_(torch.tensor([0.2, 0.7, 0.2, 0.7, 0.1]))
+    mc.eval()
+    assert mc.selected().tolist() == [1, 3]
+    with torch.no_grad():
+        mc.mask.copy_(torch.tensor([0.5, 0.5, 0.9, 0.5, 0.5]))
+    assert mc.selected().tolist() == [0, 2]                  # tie at 0.5 broken by index
+
+
+def test_fewer_candidates_than_k_takes_all():
+    mc = _mc(n=2, k=5)
+    assert mc.fan_in == 2
+    mc.train()
+    assert mc.binary().tolist() == [True, True]
+
+
+def _dense_reference(mc, ys, chosen):
+    """x = sum_k m_k adapt(y_k) with m a dense tensor: autograd gives dL/dm_k = <g, adapt(y_k)>."""
+    m = torch.zeros(len(ys))
+    m[list(chosen)] = 1.0
+    m.requires_grad_(True)
+    x = sum(m[k] * adapt(y, *mc.strides[k], mc.out_channels) for k, y in enumerate(ys))
+    return x, m
+
+
+def test_straight_through_gradient_matches_dense_reference():
+    # candidates of mixed shapes: same shape, 2x larger spatially, fewer channels, both
+    shapes = [(2, 8, 4, 4), (2, 8, 8, 8), (2, 4, 4, 4), (2, 4, 8, 8), (2, 8, 7, 7)]
+    strides = [(1, 1), (2, 2), (1, 1), (2, 2), (2, 2)]
+    mc = _mc(n=5, k=3, strides=strides, chans=[s[1] for s in shapes], out=8)
+    mc.train()
+    ys = [rand(*s, seed=i).requires_grad_(True) for i, s in enumerate(shapes)]
+    sel = mc.sample().tolist()               # what the next forward (step 0) draws
+    out = mc(*ys)
+    g = rand(*out.shape, seed=99)
+    (out * g).sum().backward()
+    ys_ref = [y.detach().clone().requires_grad_(True) for y in ys]
+    x_ref, m_ref = _dense_reference(mc, ys_ref, sel)
+    (x_ref * g).sum().backward()
+    assert torch.allclose(out, x_ref, atol=1e-6)
+    assert torch.allclose(mc.mask.grad, m_ref.grad, atol=1e-4), (mc.mask.grad, m_ref.grad)
+    for k in range(5):
+        if k in sel:
+            assert torch.allclose(ys[k].grad, ys_ref[k].grad, atol=1e-6)
+        else:
+            assert ys[k].grad is None                         # unchosen inputs get no gradient
+    assert (mc.mask.grad != 0).all()                          # every candidate learns
+
+
+def test_channels_last_inputs_give_same_values_and_gradients():
+    mc = _mc(n=3, k=2)
+    mc.train()
+    ys = [rand(2, 8, 4, 4, seed=i) for i in range(3)]
+    ysl = [y.contiguous(memory_format=torch.channels_last).requires_grad_(True) for y in ys]
+    ys = [y.requires_grad_(True) for y in ys]
+    mc.step.fill_(0)
+    a = mc(*ys)
+    (a * a).sum().backward()
+    ga = mc.mask.grad.clone()
+    mc.mask.grad = None
+    mc.step.fill_(0)
+    b = mc(*ysl)
+    (b * b).sum().backward()
+    assert torch.allclose(a, b) and torch.allclose(ga, mc.mask.grad, rtol=1e-5)
+
+
+def test_clip_and_freeze():
+    mc = _mc(n=4, k=2)
+    with torch.no_grad():
+        mc.mask.copy_(torch.tensor([1.7, -0.2, 0.4, 0.9]))
+    clip_masks_(mc)
+    assert mc.mask.min() >= 0 and mc.mask.max() <= 1
+    mc.freeze()
+    assert bool(mc.frozen) and not mc.mask.requires_grad
+    mc.train()
+    assert mc.selected().tolist() == [0, 3]                  # frozen: same set in train and eval
+    ys = [rand(1, 8, 2, 2, seed=i).requires_grad_(True) for i in range(4)]
+    mc(*ys).sum().backward()
+    assert mc.mask.grad is None
+
+
+@pytest.mark.parametrize("init,expect", [("prev", [0, 0, 0, 1]), ("full", [1, 1, 1, 1]),
+                                         ("uniform", [0.5] * 4)])
+def test_inits(init, expect):
+    assert _mc(n=4, init=init).mask.tolist() == expect
+
+
+def test_random_init_is_seeded():
+    assert torch.equal(_mc(init="random", seed=3).mask, _mc(init="random", seed=3).mask)
+    assert not torch.equal(_mc(init="random", seed=3).mask, _mc(init="random", seed=4).mask)
