@@ -16,6 +16,7 @@ class RewriteConfig:
     seed: int = 0
     weights: str | None = None
     modules: tuple[str, ...] | None = None       # block type names or qualified names
+    mask_grad: str = "centered"                  # centered | raw (see MaskConnect)
 
 
 @dataclass(frozen=True)

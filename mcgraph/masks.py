@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 INITS = ("uniform", "prev", "random", "full")
+GRADS = ("centered", "raw")
 UNIFORM_VALUE = 0.5  # 'uniform' init: every entry equal, mid-range so it can move both ways
 
 
@@ -46,10 +47,12 @@ def _dot(g: torch.Tensor, y: torch.Tensor, stride: tuple[int, int]) -> torch.Ten
 
 
 class _MaskedSum(torch.autograd.Function):
-    """sum_{k in chosen} adapt(ys[k]); straight-through mask gradient for all candidates."""
+    """sum_{k in chosen} adapt(ys[k]); straight-through mask gradient for all candidates.
+
+    ``center``: project the gradient onto sum_k dm_k = 0 (see :class:`MaskConnect`)."""
 
     @staticmethod
-    def forward(ctx, mask, chosen, strides, out_channels, *ys):  # type: ignore[override]
+    def forward(ctx, mask, chosen, strides, out_channels, center, *ys):  # type: ignore[override]
         out = None
         for k in chosen:
             v = _view(ys[k], strides[k])                          # (N, C_k, H_j, W_j)
@@ -60,7 +63,7 @@ class _MaskedSum(torch.autograd.Function):
                     continue
                 out = v.new_zeros((n, out_channels, h, w))
             out[:, : v.shape[1]] += v
-        ctx.chosen, ctx.strides = chosen, strides
+        ctx.chosen, ctx.strides, ctx.center = chosen, strides, center
         ctx.shapes = [y.shape for y in ys]
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(*ys)
@@ -70,7 +73,7 @@ class _MaskedSum(torch.autograd.Function):
     def backward(ctx, g):  # type: ignore[override]
         grads: list[torch.Tensor | None] = [None] * len(ctx.shapes)
         for k in ctx.chosen:
-            if not ctx.needs_input_grad[4 + k]:
+            if not ctx.needs_input_grad[5 + k]:
                 continue
             shape, (sh, sw) = ctx.shapes[k], ctx.strides[k]
             gk = g if shape[1] == g.shape[1] else g[:, : shape[1]]
@@ -84,7 +87,9 @@ class _MaskedSum(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             ys = ctx.saved_tensors
             gmask = torch.stack([_dot(g, y, s) for y, s in zip(ys, ctx.strides)])
-        return (gmask, None, None, None, *grads)
+            if ctx.center:
+                gmask = gmask - gmask.mean()
+        return (gmask, None, None, None, None, *grads)
 
 
 def _stream_seed(seed: int, index: int, step: int) -> int:
@@ -97,11 +102,18 @@ class MaskConnect(nn.Module):
 
     State: ``mask`` (real-valued m~ in [0,1], a Parameter), buffers ``frozen``, ``chosen``
     (K-hot after freeze) and ``step`` (sampling counter, so resumed runs draw the same masks).
+
+    ``grad``: ``"centered"`` (default) removes from dL/dm the part common to all candidates. A
+    K-hot mask always sums to K, so that part ("make the input larger") is not a direction the
+    binary mask can move in; left in, it pushes every m~ of a module to 0 or 1 together (the
+    outputs y_k are post-ReLU, so <g, y_k> shares a sign across k) and sampling degenerates to
+    uniform. ``"raw"`` applies the paper's gradient as is.
     """
 
     def __init__(self, target: str, candidates: Sequence[str], strides: Sequence[tuple[int, int]],
                  in_channels: Sequence[int], out_channels: int, fan_in: int,
-                 init: str = "uniform", prev: int | None = None, seed: int = 0, index: int = 0):
+                 init: str = "uniform", prev: int | None = None, seed: int = 0, index: int = 0,
+                 grad: str = "centered"):
         super().__init__()
         n = len(candidates)
         if n == 0:
@@ -113,6 +125,9 @@ class MaskConnect(nn.Module):
         self.in_channels, self.out_channels = list(in_channels), int(out_channels)
         self.fan_in = min(int(fan_in), n)   # fewer candidates than K: take them all
         self.seed, self.index = int(seed), int(index)
+        if grad not in GRADS:
+            raise ValueError(f"MaskConnect: unknown grad '{grad}', expected one of {GRADS}")
+        self.grad = grad
         self.mask = nn.Parameter(self._init_values(init, n, prev))
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
         self.register_buffer("chosen", torch.zeros(n, dtype=torch.bool))
@@ -173,7 +188,8 @@ class MaskConnect(nn.Module):
         if learning:
             self.step += 1
         mask = self.mask if learning else self.mask.detach()
-        return _MaskedSum.apply(mask, chosen, self.strides, self.out_channels, *ys)
+        return _MaskedSum.apply(mask, chosen, self.strides, self.out_channels,
+                                self.grad == "centered", *ys)
 
     @torch.no_grad()
     def freeze(self, chosen: Iterable[int] | None = None) -> None:

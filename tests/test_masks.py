@@ -6,11 +6,11 @@ from helpers import rand
 from mcgraph.masks import MaskConnect, adapt, clip_masks_
 
 
-def _mc(n=4, k=2, init="uniform", strides=None, chans=None, out=8, seed=0):
+def _mc(n=4, k=2, init="uniform", strides=None, chans=None, out=8, seed=0, grad="raw"):
     strides = strides or [(1, 1)] * n
     chans = chans or [out] * n
     return MaskConnect("blk", [f"c{i}" for i in range(n)], strides, chans, out, fan_in=k,
-                       init=init, seed=seed)
+                       init=init, seed=seed, grad=grad)
 
 
 def test_sample_is_k_hot_and_proportional():
@@ -137,3 +137,16 @@ def test_inits(init, expect):
 def test_random_init_is_seeded():
     assert torch.equal(_mc(init="random", seed=3).mask, _mc(init="random", seed=3).mask)
     assert not torch.equal(_mc(init="random", seed=3).mask, _mc(init="random", seed=4).mask)
+
+
+def test_centered_gradient_is_the_raw_one_minus_its_mean():
+    ys = [rand(2, 8, 4, 4, seed=i).relu() for i in range(4)]
+    grads = {}
+    for mode in ("raw", "centered"):
+        mc = _mc(n=4, k=2, grad=mode)
+        mc.train()
+        (mc(*ys) * rand(2, 8, 4, 4, seed=7)).sum().backward()
+        grads[mode] = mc.mask.grad
+    raw = grads["raw"]
+    assert torch.allclose(grads["centered"], raw - raw.mean(), atol=1e-6)
+    assert abs(float(grads["centered"].sum())) < 1e-5

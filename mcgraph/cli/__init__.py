@@ -38,7 +38,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import compile_cmd, inspect_cmd, rewrite_cmd  # noqa: F401  (commands attach to main)
+    from . import compile_cmd, demo_cmd, eval_cmd, inspect_cmd, rewrite_cmd, train_cmd  # noqa: F401
 
 
 _register()

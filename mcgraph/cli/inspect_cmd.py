@@ -12,9 +12,17 @@ from ._common import emit_json, table
 @main.command("inspect")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the connectivity as JSON.")
-def inspect_cmd(checkpoint, as_json):
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the DAG and the mask heat map into this PNG.")
+def inspect_cmd(checkpoint, as_json, png):
     """Show the connectivity: per module its candidates, mask values and chosen inputs."""
+    from ..pipeline import check_out_path
+    if png:
+        check_out_path(png, "inspect")
     dag = ModuleDAG.from_graph_module(load(checkpoint))
+    if png:
+        from ..plot import plot_connectivity
+        plot_connectivity(dag, png, title=checkpoint)
     if as_json:
         emit_json({"modules": [_entry(dag, b) for b in dag.blocks()],
                    "dead": dag.dead_modules(), "dag": dag.to_dict()})

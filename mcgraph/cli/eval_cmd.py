@@ -1,0 +1,26 @@
+"""mcgraph eval (ckpt | model.onnx) --data ..."""
+from __future__ import annotations
+
+import click
+
+from . import main
+from ._common import emit_json, table
+
+
+@main.command("eval")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", default="fashion-mnist", show_default=True)
+@click.option("--data-dir", default=None)
+@click.option("--batch-size", type=int, default=500, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--max-samples", type=int, default=None, help="Evaluate the first N test images only.")
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(model, data, data_dir, batch_size, device, max_samples, as_json):
+    """Test accuracy of a checkpoint (PyTorch) or an ONNX file (onnxruntime)."""
+    from ..evaluate import evaluate_path
+    res = evaluate_path(model, data, data_dir=data_dir, batch_size=batch_size, device=device,
+                        max_samples=max_samples)
+    if as_json:
+        emit_json(res)
+    else:
+        click.echo(table(list(res.items()), ["", "value"]))

@@ -1,0 +1,97 @@
+"""The main job end to end: rewrite, train connectivity on Fashion-MNIST, compile, export, deploy.
+
+    mcgraph demo                      # resnet20, K=2, 2 epochs, ~5 minutes on 2 CPU cores
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import deploy
+from .api import compile, load
+from .config import CompileConfig
+from .ir import ModuleDAG
+from .passes import export_onnx
+from .pipeline import verify_onnx
+from .train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    model: str = "resnet20"
+    data: str = "fashion-mnist"
+    data_dir: str | None = None
+    fan_in: int = 2
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 0.1
+    mask_lr: float = 0.01
+    freeze_at: float = 0.5
+    out: str = "demo-out"
+    device: str = "auto"
+    seed: int = 0
+    max_train_samples: int | None = None
+    progress: bool = True
+
+
+def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
+    from .evaluate import evaluate_path
+    from .plot import plot_connectivity
+    from .train.loop import train
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"[1/4] rewrite {cfg.model} (K={cfg.fan_in}) and train weights + connectivity on {cfg.data}")
+    res = train(TrainConfig(model=cfg.model, data=cfg.data, data_dir=cfg.data_dir,
+                            out=str(out / "train"), fan_in=cfg.fan_in, epochs=cfg.epochs,
+                            batch_size=cfg.batch_size, lr=cfg.lr, mask_lr=cfg.mask_lr,
+                            freeze_at=cfg.freeze_at, device=cfg.device, seed=cfg.seed,
+                            max_train_samples=cfg.max_train_samples, progress=cfg.progress))
+    t_train = time.perf_counter() - t0
+    ckpt = out / "train" / "best.pt"
+    log("[2/4] compile: freeze masks, remove unread modules, export ONNX, verify in onnxruntime")
+    masked = load(ckpt)
+    slim, report = compile(masked)
+    onnx_path = export_onnx(slim, out / "model.onnx", tuple(report.input_shape))
+    report.onnx_max_abs_diff = verify_onnx(masked, onnx_path, CompileConfig(str(ckpt), str(onnx_path)))
+    # the original wiring (every block present, K=1 'prev'), for size and latency side by side
+    full = _original_onnx(masked, out / "original.onnx")
+    log("[3/4] evaluate in PyTorch and in onnxruntime")
+    acc_pt = evaluate_path(str(ckpt), cfg.data, cfg.data_dir, device=cfg.device)["acc"]
+    acc_ort = evaluate_path(str(onnx_path), cfg.data, cfg.data_dir, device=cfg.device)["acc"]
+    log("[4/4] latency (onnxruntime, batch 1 and 64, median of 50) and the connectivity picture")
+    shape = tuple(report.input_shape)
+    lat = {}
+    for name, path in (("original", full), ("compiled", onnx_path)):
+        sess = deploy.make_session(path, device=cfg.device)
+        lat[name] = (deploy.latency_ms(sess, (1, *shape), repeats=50),
+                     deploy.latency_ms(sess, (64, *shape), repeats=20))
+    png = plot_connectivity(ModuleDAG.from_graph_module(masked), out / "connectivity.png",
+                            title=f"{cfg.model} K={cfg.fan_in} on {cfg.data}")
+    result = {
+        "model": cfg.model, "fan_in": cfg.fan_in, "epochs": cfg.epochs,
+        "test_acc_pytorch": acc_pt, "test_acc_onnxruntime": acc_ort,
+        "params_before": report.params_before, "params_after": report.params_after,
+        "modules_before": report.modules_before, "modules_after": report.modules_after,
+        "removed": report.removed, "onnx_max_abs_diff": report.onnx_max_abs_diff,
+        "latency_ms_b1_original": lat["original"][0], "latency_ms_b1_compiled": lat["compiled"][0],
+        "latency_ms_b64_original": lat["original"][1], "latency_ms_b64_compiled": lat["compiled"][1],
+        "train_seconds": round(t_train, 1), "total_seconds": round(time.perf_counter() - t0, 1),
+        "onnx_path": str(onnx_path), "png_path": str(png), "checkpoint": str(ckpt),
+    }
+    return result
+
+
+def _original_onnx(masked: torch.fx.GraphModule, path: Path) -> Path:
+    """The original network (same architecture, no masks, every block): the baseline for size
+    and latency. Its weights are fresh; latency and size do not depend on their values."""
+    from .models import create_model
+    rw = masked.meta["mcgraph"]["rewrite"]
+    original = create_model(rw["model"], **rw["model_kwargs"]).eval()
+    return export_onnx(original, path, tuple(rw["input_shape"]))

@@ -1,0 +1,65 @@
+"""A picture of the connectivity: the module DAG with chosen edges, and the masks as a heat map."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .ir import HEAD, ModuleDAG
+
+
+def plot_connectivity(dag: ModuleDAG, path: str | os.PathLike, title: str = "") -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import FancyArrowPatch
+
+    blocks = dag.blocks()
+    sources = [n for n, d in dag.graph.nodes(data=True) if d["kind"] == "source"]
+    order = sources + blocks + [HEAD]
+    pos = {n: i for i, n in enumerate(order)}
+    dead = set(dag.dead_modules())
+
+    fig, (ax, hm) = plt.subplots(1, 2, figsize=(max(10, 0.9 * len(order) + 6), 5.5),
+                                 gridspec_kw={"width_ratios": [1.4, 1]})
+    # left: modules on a line, chosen edges as arcs (arc height grows with the skip length)
+    for a, b, d in dag.graph.edges(data=True):
+        if not d["chosen"]:
+            continue
+        span = pos[b] - pos[a]
+        style = dict(color="0.7" if b in dead else "tab:blue", lw=1.2 if b in dead else 1.8)
+        ax.add_patch(FancyArrowPatch((pos[a], 0), (pos[b], 0), arrowstyle="-|>", mutation_scale=10,
+                                     connectionstyle=f"arc3,rad={-0.5 if span > 1 else 0.0}", **style))
+    for n in order:
+        kind = dag.graph.nodes[n]["kind"]
+        color = "0.85" if n in dead else {"source": "tab:green", "head": "tab:red"}.get(kind, "tab:blue")
+        ax.scatter([pos[n]], [0], s=260, color=color, zorder=3, edgecolors="k")
+        ax.annotate(n, (pos[n], 0), xytext=(0, -18), textcoords="offset points", rotation=60,
+                    ha="right", va="top", fontsize=8)
+    ax.set_xlim(-0.8, len(order) - 0.2)
+    ax.set_ylim(-2.2, max(2.0, 0.28 * len(order)))
+    ax.axis("off")
+    ax.set_title(f"chosen inputs ({len(dead)} dead modules in grey)")
+    # right: real-valued masks, rows = modules, columns = candidates; chosen entries boxed
+    cols = sources + blocks[:-1]
+    m = np.full((len(blocks), len(cols)), np.nan)
+    for i, b in enumerate(blocks):
+        for c in dag.candidates(b):
+            m[i, cols.index(c)] = dag.graph.edges[c, b]["mask"]
+    im = hm.imshow(m, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for i, b in enumerate(blocks):
+        for c in dag.chosen_inputs(b):
+            hm.add_patch(plt.Rectangle((cols.index(c) - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
+    hm.set_xticks(range(len(cols)), cols, rotation=90, fontsize=7)
+    hm.set_yticks(range(len(blocks)), blocks, fontsize=7)
+    hm.set_xlabel("candidate input")
+    hm.set_ylabel("module")
+    hm.set_title("real-valued masks m~ (red: chosen)")
+    fig.colorbar(im, ax=hm, fraction=0.046)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,68 @@
+"""Evaluation and connectivity statistics reported per epoch."""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..masks import mask_modules
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+             num_classes: int, amp: bool = False, channels_last: bool = False) -> dict[str, float]:
+    """Top-1 (and top-5 when there are more than 10 classes) accuracy, in percent, and mean loss."""
+    was = model.training
+    model.eval()
+    correct1 = correct5 = total = 0
+    loss_sum = 0.0
+    for x, y in batches:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, enabled=amp):
+            logits = model(x)
+        loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
+        top = logits.topk(min(5, num_classes), dim=1).indices
+        correct1 += int((top[:, 0] == y).sum())
+        correct5 += int((top == y[:, None]).any(dim=1).sum())
+        total += y.numel()
+    model.train(was)
+    out = {"acc": 100.0 * correct1 / max(total, 1), "loss": loss_sum / max(total, 1)}
+    if num_classes > 10:
+        out["top5"] = 100.0 * correct5 / max(total, 1)
+    return out
+
+
+def chosen_sets(model: nn.Module) -> dict[str, list[int]]:
+    """Each module's eval-time inputs (top-K of m~, or the frozen set)."""
+    out = {}
+    for m in mask_modules(model):
+        idx = torch.nonzero(m.chosen.cpu()).flatten() if bool(m.frozen) else m.topk()
+        out[m.target] = idx.tolist()
+    return out
+
+
+def chosen_changed(before: dict[str, list[int]], after: dict[str, list[int]]) -> int:
+    """How many chosen inputs differ between two snapshots (summed over modules)."""
+    return sum(len(set(after[k]) - set(before.get(k, []))) for k in after)
+
+
+def mask_entropy(model: nn.Module) -> float:
+    """Mean normalized entropy of p = m~ / sum(m~) over modules with more than one candidate:
+    1.0 is uniform (undecided), 0.0 is one-hot (decided)."""
+    vals = []
+    for m in mask_modules(model):
+        n = m.num_candidates
+        if n < 2:
+            continue
+        p = m.mask.detach().float().cpu().clamp_min(0)
+        s = float(p.sum())
+        if s <= 0:
+            vals.append(1.0)
+            continue
+        p = p / s
+        h = -float((p[p > 0] * p[p > 0].log()).sum())
+        vals.append(h / math.log(n))
+    return sum(vals) / len(vals) if vals else 0.0
