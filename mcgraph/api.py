@@ -48,7 +48,7 @@ def rewrite(model: nn.Module | str, fan_in: int, init: str = "uniform",
             modules: Iterable[type | str] | None = None, seed: int = 0, *,
             num_classes: int = 10, in_channels: int = 3,
             input_size: tuple[int, int] | None = None, weights: str | None = None,
-            mask_grad: str = "centered") -> fx.GraphModule:
+            mask_grad: str = "normalized", aggregate: str = "mean") -> fx.GraphModule:
     """Trace ``model`` (or build the registered model of that name) and insert masks.
 
     The result is a masked ``fx.GraphModule``; the original model is not modified."""
@@ -67,10 +67,12 @@ def rewrite(model: nn.Module | str, fan_in: int, init: str = "uniform",
     mods = None if modules is None else list(modules)
     gm = trace(model, mods)
     gm = annotate_shapes(gm, example_input)
-    gm = insert_masks(gm, fan_in=fan_in, init=init, seed=seed, modules=mods, mask_grad=mask_grad)
+    gm = insert_masks(gm, fan_in=fan_in, init=init, seed=seed, modules=mods, mask_grad=mask_grad,
+                      aggregate=aggregate)
     gm.meta["mcgraph"] = {"rewrite": {
         "model": name, "model_kwargs": {"num_classes": num_classes, "in_channels": in_channels},
         "fan_in": int(fan_in), "init": init, "seed": int(seed), "mask_grad": mask_grad,
+        "aggregate": aggregate,
         "input_shape": list(example_input.shape[1:]),
         "modules": None if mods is None else [m if isinstance(m, str) else m.__name__ for m in mods],
     }}
@@ -142,7 +144,8 @@ def load(path: str | os.PathLike | dict[str, Any], model: nn.Module | None = Non
     try:
         gm = rewrite(model if model is not None else d["model"], d["fan_in"], d["init"],
                      example_input=torch.zeros(1, *d["input_shape"]), modules=d.get("modules"),
-                     seed=d["seed"], mask_grad=d.get("mask_grad", "centered"), **d["model_kwargs"])
+                     seed=d["seed"], mask_grad=d.get("mask_grad", "normalized"),
+                     aggregate=d.get("aggregate", "mean"), **d["model_kwargs"])
         gm.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -16,7 +16,8 @@ class RewriteConfig:
     seed: int = 0
     weights: str | None = None
     modules: tuple[str, ...] | None = None       # block type names or qualified names
-    mask_grad: str = "centered"                  # centered | raw (see MaskConnect)
+    mask_grad: str = "normalized"                # normalized | centered | raw (see MaskConnect)
+    aggregate: str = "mean"                      # mean | sum (see MaskConnect)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ class DemoConfig:
     epochs: int = 2
     batch_size: int = 128
     lr: float = 0.1
-    mask_lr: float = 0.01
+    mask_lr: float = 0.05
     freeze_at: float = 0.5
     out: str = "demo-out"
     device: str = "auto"

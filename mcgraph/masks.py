@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 INITS = ("uniform", "prev", "random", "full")
-GRADS = ("centered", "raw")
+GRADS = ("normalized", "centered", "raw")
+AGGREGATES = ("mean", "sum")
 UNIFORM_VALUE = 0.5  # 'uniform' init: every entry equal, mid-range so it can move both ways
 
 
@@ -49,10 +50,11 @@ def _dot(g: torch.Tensor, y: torch.Tensor, stride: tuple[int, int]) -> torch.Ten
 class _MaskedSum(torch.autograd.Function):
     """sum_{k in chosen} adapt(ys[k]); straight-through mask gradient for all candidates.
 
-    ``center``: project the gradient onto sum_k dm_k = 0 (see :class:`MaskConnect`)."""
+    ``center``: project the gradient onto sum_k dm_k = 0 (see :class:`MaskConnect`).
+    ``scale``: multiply the sum by this (1/K for the 'mean' aggregation)."""
 
     @staticmethod
-    def forward(ctx, mask, chosen, strides, out_channels, center, *ys):  # type: ignore[override]
+    def forward(ctx, mask, chosen, strides, out_channels, center, scale, *ys):  # type: ignore[override]
         out = None
         for k in chosen:
             v = _view(ys[k], strides[k])                          # (N, C_k, H_j, W_j)
@@ -63,7 +65,9 @@ class _MaskedSum(torch.autograd.Function):
                     continue
                 out = v.new_zeros((n, out_channels, h, w))
             out[:, : v.shape[1]] += v
-        ctx.chosen, ctx.strides, ctx.center = chosen, strides, center
+        if scale != 1.0:
+            out.mul_(scale)
+        ctx.chosen, ctx.strides, ctx.center, ctx.scale = chosen, strides, center, scale
         ctx.shapes = [y.shape for y in ys]
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(*ys)
@@ -72,8 +76,10 @@ class _MaskedSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         grads: list[torch.Tensor | None] = [None] * len(ctx.shapes)
+        if ctx.scale != 1.0:
+            g = g * ctx.scale
         for k in ctx.chosen:
-            if not ctx.needs_input_grad[5 + k]:
+            if not ctx.needs_input_grad[6 + k]:
                 continue
             shape, (sh, sw) = ctx.shapes[k], ctx.strides[k]
             gk = g if shape[1] == g.shape[1] else g[:, : shape[1]]
@@ -89,7 +95,9 @@ class _MaskedSum(torch.autograd.Function):
             gmask = torch.stack([_dot(g, y, s) for y, s in zip(ys, ctx.strides)])
             if ctx.center:
                 gmask = gmask - gmask.mean()
-        return (gmask, None, None, None, None, *grads)
+            if ctx.center == "normalized" and gmask.numel() > 1:
+                gmask = gmask / (gmask.pow(2).mean().sqrt() + 1e-12)
+        return (gmask, None, None, None, None, None, *grads)
 
 
 def _stream_seed(seed: int, index: int, step: int) -> int:
@@ -103,17 +111,25 @@ class MaskConnect(nn.Module):
     State: ``mask`` (real-valued m~ in [0,1], a Parameter), buffers ``frozen``, ``chosen``
     (K-hot after freeze) and ``step`` (sampling counter, so resumed runs draw the same masks).
 
-    ``grad``: ``"centered"`` (default) removes from dL/dm the part common to all candidates. A
+    ``grad``: ``"centered"`` removes from dL/dm the part common to all candidates. A
     K-hot mask always sums to K, so that part ("make the input larger") is not a direction the
     binary mask can move in; left in, it pushes every m~ of a module to 0 or 1 together (the
     outputs y_k are post-ReLU, so <g, y_k> shares a sign across k) and sampling degenerates to
-    uniform. ``"raw"`` applies the paper's gradient as is.
+    uniform. ``"normalized"`` (default) also divides the centered gradient by its RMS over
+    the module's candidates, so ``mask_lr`` is a step size in mask units whatever the loss scale,
+    batch size or depth (the raw dot products differ by orders of magnitude between modules).
+    ``"raw"`` applies the paper's gradient as is.
+
+    ``aggregate``: ``"mean"`` (default) feeds the block (1/K) sum_k m_k y_k, ``"sum"`` the plain
+    sum of the paper. They agree for K=1. With K>1 a plain sum lets activations grow
+    geometrically with depth (each block adds K earlier outputs, each already a sum), which makes
+    training with resampled wiring unstable; the mean keeps every block's input on one scale.
     """
 
     def __init__(self, target: str, candidates: Sequence[str], strides: Sequence[tuple[int, int]],
                  in_channels: Sequence[int], out_channels: int, fan_in: int,
                  init: str = "uniform", prev: int | None = None, seed: int = 0, index: int = 0,
-                 grad: str = "centered"):
+                 grad: str = "normalized", aggregate: str = "mean"):
         super().__init__()
         n = len(candidates)
         if n == 0:
@@ -127,7 +143,9 @@ class MaskConnect(nn.Module):
         self.seed, self.index = int(seed), int(index)
         if grad not in GRADS:
             raise ValueError(f"MaskConnect: unknown grad '{grad}', expected one of {GRADS}")
-        self.grad = grad
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"MaskConnect: unknown aggregate '{aggregate}', expected {AGGREGATES}")
+        self.grad, self.aggregate = grad, aggregate
         self.mask = nn.Parameter(self._init_values(init, n, prev))
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
         self.register_buffer("chosen", torch.zeros(n, dtype=torch.bool))
@@ -188,8 +206,14 @@ class MaskConnect(nn.Module):
         if learning:
             self.step += 1
         mask = self.mask if learning else self.mask.detach()
-        return _MaskedSum.apply(mask, chosen, self.strides, self.out_channels,
-                                self.grad == "centered", *ys)
+        center = {"raw": None, "centered": "centered", "normalized": "normalized"}[self.grad]
+        return _MaskedSum.apply(mask, chosen, self.strides, self.out_channels, center,
+                                self.scale, *ys)
+
+    @property
+    def scale(self) -> float:
+        """Factor on the masked sum: 1/K for 'mean' (keeps activation scale as depth grows), 1 for 'sum'."""
+        return 1.0 / self.fan_in if self.aggregate == "mean" else 1.0
 
     @torch.no_grad()
     def freeze(self, chosen: Iterable[int] | None = None) -> None:

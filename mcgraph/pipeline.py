@@ -26,7 +26,8 @@ def rewrite_to_checkpoint(cfg: RewriteConfig) -> dict[str, Any]:
     out = check_out_path(cfg.out, "rewrite")
     gm = rewrite(cfg.model, cfg.fan_in, cfg.init, modules=cfg.modules, seed=cfg.seed,
                  num_classes=cfg.num_classes, in_channels=cfg.in_channels,
-                 input_size=cfg.input_size, weights=cfg.weights, mask_grad=cfg.mask_grad)
+                 input_size=cfg.input_size, weights=cfg.weights, mask_grad=cfg.mask_grad,
+                 aggregate=cfg.aggregate)
     save(gm, out)
     dag = ModuleDAG.from_graph_module(gm)
     return {"checkpoint": str(out), "model": cfg.model, "fan_in": cfg.fan_in, "init": cfg.init,

@@ -68,7 +68,7 @@ def _dense_reference(mc, ys, chosen):
     m = torch.zeros(len(ys))
     m[list(chosen)] = 1.0
     m.requires_grad_(True)
-    x = sum(m[k] * adapt(y, *mc.strides[k], mc.out_channels) for k, y in enumerate(ys))
+    x = mc.scale * sum(m[k] * adapt(y, *mc.strides[k], mc.out_channels) for k, y in enumerate(ys))
     return x, m
 
 

@@ -18,16 +18,17 @@ D = DemoConfig.__dataclass_fields__
 @click.option("--epochs", type=int, default=D["epochs"].default, show_default=True)
 @click.option("--batch-size", type=int, default=D["batch_size"].default, show_default=True)
 @click.option("--mask-lr", type=float, default=D["mask_lr"].default, show_default=True)
+@click.option("--freeze-at", type=float, default=D["freeze_at"].default, show_default=True)
 @click.option("--out", default=D["out"].default, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-train-samples", type=int, default=None, help="For a quick look: fewer images.")
 @click.option("--json", "as_json", is_flag=True)
-def demo_cmd(model, data, data_dir, fan_in, epochs, batch_size, mask_lr, out, device, seed,
+def demo_cmd(model, data, data_dir, fan_in, epochs, batch_size, mask_lr, freeze_at, out, device, seed,
              max_train_samples, as_json):
     """Rewrite, train connectivity, compile, export and deploy, end to end on Fashion-MNIST."""
     cfg = DemoConfig(model=model, data=data, data_dir=data_dir, fan_in=fan_in, epochs=epochs,
-                     batch_size=batch_size, mask_lr=mask_lr, out=out, device=device, seed=seed,
+                     batch_size=batch_size, mask_lr=mask_lr, freeze_at=freeze_at, out=out, device=device, seed=seed,
                      max_train_samples=max_train_samples, progress=not as_json)
     res = run_demo(cfg, log=(lambda s: None) if as_json else (lambda s: click.echo(s, err=True)))
     if as_json:

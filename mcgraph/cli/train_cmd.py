@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..masks import INITS
+from ..masks import AGGREGATES, GRADS, INITS
 from ..train.config import CONNECTIVITY, TrainConfig
 from . import main
 from ._common import emit_json, table
@@ -29,6 +29,10 @@ def _d(name: str):
 @click.option("--batch-size", type=int, default=_d("batch_size"), show_default=True)
 @click.option("--lr", type=float, default=_d("lr"), show_default=True, help="Weights' learning rate.")
 @click.option("--mask-lr", type=float, default=_d("mask_lr"), show_default=True)
+@click.option("--mask-grad", type=click.Choice(GRADS), default=_d("mask_grad"), show_default=True,
+              help="'centered' drops the gradient part common to all candidates; 'raw' is the paper's.")
+@click.option("--aggregate", type=click.Choice(AGGREGATES), default=_d("aggregate"), show_default=True,
+              help="A module reads the mean or the sum of its K inputs (same for K=1).")
 @click.option("--weight-decay", type=float, default=_d("weight_decay"), show_default=True)
 @click.option("--schedule", type=click.Choice(["cosine", "step"]), default=_d("schedule"), show_default=True)
 @click.option("--freeze-at", type=float, default=_d("freeze_at"), show_default=True,
@@ -43,7 +47,7 @@ def _d(name: str):
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train_cmd(model, data, data_dir, fan_in, init, connectivity, epochs, batch_size, lr, mask_lr,
-              weight_decay, schedule, freeze_at, device, channels_last, seed, out, resume, max_steps,
+              mask_grad, aggregate, weight_decay, schedule, freeze_at, device, channels_last, seed, out, resume, max_steps,
               max_train_samples, no_progress, as_json):
     """Train weights and connectivity of MODEL (a registered name or a masked checkpoint)."""
     from ..train.loop import train
@@ -51,7 +55,8 @@ def train_cmd(model, data, data_dir, fan_in, init, connectivity, epochs, batch_s
     out = out or os.path.join("runs", os.path.splitext(os.path.basename(model))[0])
     cfg = TrainConfig(model=model, data=data, data_dir=data_dir, out=out, fan_in=fan_in, init=init,
                       connectivity=connectivity, epochs=epochs, batch_size=batch_size, lr=lr,
-                      mask_lr=mask_lr, weight_decay=weight_decay, schedule=schedule,
+                      mask_lr=mask_lr, mask_grad=mask_grad, aggregate=aggregate,
+                      weight_decay=weight_decay, schedule=schedule,
                       freeze_at=freeze_at, device=device, channels_last=channels_last, seed=seed,
                       resume=resume, max_steps=max_steps, max_train_samples=max_train_samples,
                       progress=not (no_progress or as_json))

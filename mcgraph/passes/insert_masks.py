@@ -17,7 +17,7 @@ from typing import Iterable
 from torch import fx
 
 from ..errors import McGraphError
-from ..masks import GRADS, INITS, MaskConnect
+from ..masks import AGGREGATES, GRADS, INITS, MaskConnect
 from ..tracing import node_shape
 from .find_modules import find_modules
 
@@ -45,11 +45,13 @@ def mask_path(block_name: str) -> str:
 
 def insert_masks(gm: fx.GraphModule, fan_in: int, init: str = "uniform", seed: int = 0,
                  modules: Iterable[type | str] | None = None,
-                 mask_grad: str = "centered") -> fx.GraphModule:
+                 mask_grad: str = "normalized", aggregate: str = "mean") -> fx.GraphModule:
     if init not in INITS:
         raise McGraphError(PASS, f"unknown init '{init}', expected one of {', '.join(INITS)}")
     if mask_grad not in GRADS:
         raise McGraphError(PASS, f"unknown mask gradient '{mask_grad}', expected one of {GRADS}")
+    if aggregate not in AGGREGATES:
+        raise McGraphError(PASS, f"unknown aggregate '{aggregate}', expected one of {AGGREGATES}")
     if fan_in < 1:
         raise McGraphError(PASS, f"fan-in K must be >= 1, got {fan_in}")
     chain = find_modules(gm, modules)
@@ -73,7 +75,7 @@ def insert_masks(gm: fx.GraphModule, fan_in: int, init: str = "uniform", seed: i
         mc = MaskConnect(name, [names[k] for k in idx], [s for _, s in cands],
                          [node_shape(producers[k])[1] for k in idx], target[1],  # type: ignore[index]
                          fan_in=fan_in, init=init, prev=idx.index(i), seed=seed, index=i,
-                         grad=mask_grad)
+                         grad=mask_grad, aggregate=aggregate)
         path = mask_path(name)
         gm.add_submodule(path, mc)
         with gm.graph.inserting_before(block):

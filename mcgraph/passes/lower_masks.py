@@ -2,8 +2,8 @@
 
 Requires: a masked GraphModule whose masks are all frozen (see :func:`freeze`).
 Ensures:  no :class:`MaskConnect` remains; block j reads ``adapt(y_a) + adapt(y_b) + ...`` over its
-          chosen inputs only (an identity adapter emits no op), so the exported graph has no mask
-          ops and no multiply by 0/1. Unchosen candidates are no longer read. Outputs are unchanged.
+          chosen inputs only (an identity adapter emits no op), times 1/K for the 'mean'
+          aggregation, so the exported graph has no mask ops and no multiply by 0/1. Unchosen candidates are no longer read. Outputs are unchanged.
 
     gm = lower_masks(freeze(gm))
 """
@@ -36,6 +36,8 @@ def lower_masks(gm: fx.GraphModule) -> fx.GraphModule:
                 if (sh, sw) != (1, 1) or c != mc.out_channels:
                     y = gm.graph.call_function(adapt, (y, sh, sw, mc.out_channels))
                 total = y if total is None else gm.graph.call_function(operator.add, (total, y))
+            if mc.scale != 1.0:
+                total = gm.graph.call_function(operator.mul, (total, mc.scale))
         node.replace_all_uses_with(total)
         gm.graph.erase_node(node)
     gm.graph.lint()

@@ -23,9 +23,10 @@ class TrainConfig:
     weight_decay: float = 5e-4          # weights only, never the masks
     schedule: str = "cosine"            # cosine | step (x0.1 at 50% and 75% of the steps)
     warmup_steps: int = 0
-    mask_lr: float = 0.01               # masks: plain SGD, no momentum, no weight decay
+    mask_lr: float = 0.05               # masks: plain SGD, no momentum, no weight decay
     mask_momentum: float = 0.0
-    mask_grad: str = "centered"         # centered | raw (see mcgraph.masks.MaskConnect)
+    mask_grad: str = "normalized"       # normalized | centered | raw (see MaskConnect)
+    aggregate: str = "mean"             # mean | sum of the K inputs (see MaskConnect)
     freeze_at: float = 0.5              # fraction of the training steps after which masks freeze
     label_smoothing: float = 0.0
     device: str = "auto"                # auto | cpu | cuda

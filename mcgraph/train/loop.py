@@ -25,7 +25,9 @@ from tqdm import tqdm
 from ..api import load, rewrite
 from ..checkpoint import read_checkpoint
 from ..errors import McGraphError
+from ..ir import ModuleDAG
 from ..masks import clip_masks_, freeze_masks, mask_modules
+from ..passes import eliminate_dead, lower_masks
 from . import distributed as D
 from .config import CONNECTIVITY, TrainConfig
 from .data import Data, DataSpec, load_data, make_loader
@@ -76,7 +78,8 @@ def build_model(cfg: TrainConfig, spec: DataSpec) -> fx.GraphModule:
                                         f"{spec.name} has {spec.num_classes}")
     else:
         kw = dict(seed=cfg.seed, num_classes=spec.num_classes, in_channels=spec.in_channels,
-                  input_size=spec.input_size, mask_grad=cfg.mask_grad)
+                  input_size=spec.input_size, mask_grad=cfg.mask_grad,
+                  aggregate=cfg.aggregate)
         mode = cfg.connectivity
         if mode == "fixed-prev":
             gm = rewrite(cfg.model, 1, "prev", **kw)
@@ -108,6 +111,18 @@ def apply_connectivity(gm: fx.GraphModule, mode: str, seed: int) -> fx.GraphModu
             g = torch.Generator().manual_seed(seed * 7919 + m.index)
             m.freeze(torch.randperm(n, generator=g)[:k].tolist())
     return gm
+
+
+def training_view(model: fx.GraphModule) -> fx.GraphModule:
+    """Once every mask is frozen: the lowered graph without dead blocks, sharing its parameters
+    with ``model`` (so training it trains ``model``, and checkpoints of ``model`` see it). Dead
+    blocks are no longer computed and the masked sums become plain adds."""
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(model.graph, {}))
+    view = fx.GraphModule(model, graph)   # new containers, the same leaf modules
+    view.meta["mcgraph"] = model.meta.get("mcgraph", {})
+    dag = ModuleDAG.from_graph_module(model)
+    return eliminate_dead(lower_masks(view), dag).train(model.training)
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
@@ -159,8 +174,12 @@ class _StopFlag:
         return False
 
 
-def train(cfg: TrainConfig, data: Data | None = None) -> TrainResult:
-    """Run (or resume) a training job as configured; see the module docstring."""
+def train(cfg: TrainConfig, data: Data | None = None,
+          model: fx.GraphModule | None = None) -> TrainResult:
+    """Run (or resume) a training job as configured; see the module docstring.
+
+    ``data`` and ``model`` (a masked GraphModule, e.g. a user's own network after
+    :func:`mcgraph.rewrite`) replace ``cfg.data`` and ``cfg.model`` when given."""
     out = Path(cfg.out)
     resume_ckpt = None
     if cfg.resume:
@@ -180,19 +199,28 @@ def train(cfg: TrainConfig, data: Data | None = None) -> TrainResult:
     device = resolve_device(cfg.device)
     dist = D.init(device)
     try:
-        return _run(cfg, data, out, device, dist, resume_ckpt)
+        return _run(cfg, data, model, out, device, dist, resume_ckpt)
     finally:
         D.shutdown(dist)
 
 
-def _run(cfg: TrainConfig, data: Data | None, out: Path, device: torch.device, dist: D.Dist,
-         resume_ckpt: dict[str, Any] | None) -> TrainResult:
+def _run(cfg: TrainConfig, data: Data | None, given: fx.GraphModule | None, out: Path,
+         device: torch.device, dist: D.Dist, resume_ckpt: dict[str, Any] | None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     data = data or load_data(cfg.data, cfg.data_dir)
     spec = data.spec
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
-    model = load(resume_ckpt) if resume_ckpt else build_model(cfg, spec)
+    if given is not None:
+        model = given
+        if resume_ckpt:
+            model.load_state_dict(resume_ckpt["state_dict"])
+            for m in mask_modules(model):
+                m.mask.requires_grad_(not bool(m.frozen))
+        else:
+            apply_connectivity(model, cfg.connectivity, cfg.seed)
+    else:
+        model = load(resume_ckpt) if resume_ckpt else build_model(cfg, spec)
     channels_last = True if cfg.channels_last is None else cfg.channels_last
     amp = (device.type == "cuda") if cfg.amp is None else (cfg.amp and device.type == "cuda")
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -221,7 +249,8 @@ def _run(cfg: TrainConfig, data: Data | None, out: Path, device: torch.device, d
                 "rewrite": model.meta["mcgraph"]["rewrite"]}
         (out / "config.json").write_text(json.dumps(info, indent=2) + "\n")
         (out / "metrics.jsonl").write_text("")
-    net = D.wrap(model, dist, device)
+    frozen_from_start = all(bool(m.frozen) for m in mask_modules(model))
+    net = D.wrap(training_view(model) if frozen_from_start else model, dist, device)
     t_start, history, last_acc, stopped = time.perf_counter(), [], None, "done"
 
     def save(name: str, ep: int, b: int) -> None:
@@ -246,7 +275,7 @@ def _run(cfg: TrainConfig, data: Data | None, out: Path, device: torch.device, d
             for b, (x, y) in enumerate(batches, start=batch0):
                 if step >= freeze_step and any(not bool(m.frozen) for m in mask_modules(model)):
                     freeze_masks(model)
-                    net = D.wrap(model, dist, device)   # the reducer must forget the masks
+                    net = D.wrap(training_view(model), dist, device)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, enabled=amp):
@@ -254,7 +283,7 @@ def _run(cfg: TrainConfig, data: Data | None, out: Path, device: torch.device, d
                     loss = nn.functional.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 if not torch.isfinite(loss):
                     save("last.pt", epoch, b)
-                    raise McGraphError("train", f"loss is {float(loss)} at epoch {epoch + 1}, step "
+                    raise McGraphError("train", f"loss is {float(loss.detach())} at epoch {epoch + 1}, step "
                                                 f"{step + 1}; lower --lr or --mask-lr (state saved "
                                                 f"before this step in {out / 'last.pt'})")
                 opt.zero_grad(set_to_none=True)

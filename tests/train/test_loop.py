@@ -1,0 +1,178 @@
+"""The trainer: masks learn the useful input, resume is exact, fixed-prev is the original ResNet."""
+import json
+import os
+import signal
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+import mcgraph
+from helpers import assert_same_outputs, eval_outputs, rand
+from mcgraph import McGraphError, deploy
+from mcgraph.masks import mask_modules
+from mcgraph.train.config import TrainConfig
+from mcgraph.train.data import load_data
+from mcgraph.train.loop import Interrupted, train
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_data("synthetic")
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(model="resnet20", data="synthetic", out=str(tmp_path / "run"), epochs=2,
+                batch_size=64, lr=0.05, progress=False, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+# ------------------------------------------------------------------ learning picks the signal
+class Scramble(nn.Module):
+    """A block whose output is the same fixed pattern whatever it reads: no class signal."""
+
+    def __init__(self, c, h, w, seed):
+        super().__init__()
+        self.register_buffer("pattern", torch.rand(1, c, h, w, generator=torch.Generator().manual_seed(seed)))
+
+    def forward(self, x):
+        return self.pattern.expand_as(x) + 0.0 * x
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)) + x)
+
+
+class SignalNet(nn.Module):
+    """stem -> scramble -> scramble -> conv block -> head: only the stem carries the class."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+        self.s0, self.s1 = Scramble(8, 16, 16, 1), Scramble(8, 16, 16, 2)
+        self.b = ConvBlock(8)
+        self.fc = nn.Linear(8 * 16, 10)
+
+    def forward(self, x):
+        x = self.b(self.s1(self.s0(self.stem(x))))
+        return self.fc(nn.functional.adaptive_avg_pool2d(x, (4, 4)).flatten(1))
+
+
+def test_masks_move_toward_the_input_that_carries_the_signal(tmp_path, synthetic):
+    masked = mcgraph.rewrite(SignalNet(), fan_in=1, init="uniform", modules=["s0", "s1", "b"],
+                             example_input=torch.zeros(1, 1, 16, 16))
+    res = train(_cfg(tmp_path, epochs=40, batch_size=64, lr=0.05, mask_lr=0.05, freeze_at=1.0),
+                data=synthetic, model=masked)
+    assert res.steps == 40 * 8
+    mc = {m.target: m for m in mask_modules(masked)}["b"]
+    assert mc.candidates == ["stem_1", "s0", "s1"]
+    values = mc.mask.detach()
+    assert mc.topk().tolist() == [0], values           # the stem is chosen
+    assert values[0] > values[1:].max() + 0.3, values
+    assert res.best_acc > 80
+
+
+# ------------------------------------------------------------------ resume is exact
+def _states_equal(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    bad = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not bad, bad[:5]
+
+
+@pytest.mark.parametrize("stop_at", [8, 5])      # at the epoch boundary, and mid-epoch
+def test_stop_and_resume_equals_uninterrupted(tmp_path, synthetic, stop_at):
+    kw = dict(epochs=2, mask_lr=0.05, freeze_at=0.75)
+    full = train(_cfg(tmp_path / "a", **kw), data=synthetic)
+    first = train(_cfg(tmp_path / "b", max_steps=stop_at, **kw), data=synthetic)
+    assert first.stopped == "max_steps" and first.steps == stop_at
+    second = train(_cfg(tmp_path / "b", resume=True, **kw), data=synthetic)
+    assert second.steps == full.steps == 16
+    _states_equal(mcgraph.load(tmp_path / "a/run/last.pt"), mcgraph.load(tmp_path / "b/run/last.pt"))
+    lines = (tmp_path / "b/run/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2]
+
+
+def test_ctrl_c_saves_and_resumes(tmp_path, synthetic):
+    cfg = _cfg(tmp_path, epochs=200)
+    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(Interrupted, match="continue with --resume"):
+            train(cfg, data=synthetic)
+    finally:
+        timer.cancel()
+    ckpt = torch.load(tmp_path / "run/last.pt", weights_only=True)
+    step = ckpt["train"]["step"]
+    assert step > 0
+    res = train(_cfg(tmp_path, resume=True, max_steps=step + 3), data=synthetic)
+    assert res.steps == step + 3
+
+
+def test_nan_loss_stops_with_a_reason(tmp_path, synthetic):
+    with pytest.raises(McGraphError, match="loss is (nan|inf)"):
+        train(_cfg(tmp_path, lr=1e12, weight_decay=0, epochs=3), data=synthetic)
+    assert (tmp_path / "run/last.pt").is_file()
+
+
+# ------------------------------------------------------------------ fixed rules
+def test_fixed_prev_is_the_original_resnet_operator_for_operator(tmp_path, synthetic):
+    res = train(_cfg(tmp_path, connectivity="fixed-prev", epochs=1), data=synthetic)
+    masked = mcgraph.load(tmp_path / "run/last.pt")
+    assert all(bool(m.frozen) and m.selected().tolist() == [m.num_candidates - 1]
+               for m in mask_modules(masked))
+    slim, rep = mcgraph.compile(masked)
+    assert rep.removed == [] and res.steps == 8
+    original = mcgraph.create_model("resnet20", num_classes=10, in_channels=1)
+    assert slim.state_dict().keys() == original.state_dict().keys()
+    original.load_state_dict(slim.state_dict())
+    x = rand(4, 1, 16, 16)
+    assert_same_outputs(eval_outputs(original, x), eval_outputs(slim, x), rel=1e-6)
+    a = mcgraph.export_onnx(slim, tmp_path / "slim.onnx", (1, 16, 16))
+    b = mcgraph.export_onnx(original, tmp_path / "orig.onnx", (1, 16, 16))
+    assert deploy.op_counts(a) == deploy.op_counts(b)
+
+
+def test_fixed_random_and_full_never_change(tmp_path, synthetic):
+    for mode in ("fixed-random", "fixed-full"):
+        res = train(_cfg(tmp_path / mode, connectivity=mode, epochs=1), data=synthetic)
+        assert all(r["chosen_changed"] == 0 and r["masks_frozen"] for r in res.metrics)
+        m = mcgraph.load(tmp_path / mode / "run/last.pt")
+        k = [int(mc.chosen.sum()) for mc in mask_modules(m)]
+        assert k == ([min(2, mc.num_candidates) for mc in mask_modules(m)] if mode == "fixed-random"
+                     else [mc.num_candidates for mc in mask_modules(m)])
+
+
+def test_learned_run_writes_its_files(tmp_path, synthetic):
+    res = train(_cfg(tmp_path, epochs=2, mask_lr=0.05), data=synthetic)
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "last.pt", "best.pt"}
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    for key in ("train_loss", "train_acc", "test_acc", "lr", "mask_lr", "mask_entropy",
+                "chosen_changed", "images_per_s", "seconds"):
+        assert key in rows[0]
+    assert rows[0]["masks_frozen"] is False and rows[1]["masks_frozen"] is True
+    assert res.best_acc == max(r["test_acc"] for r in rows)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["device"] == "cpu" and cfg["rewrite"]["input_shape"] == [1, 16, 16]
+
+
+def test_device_fallback_and_errors(tmp_path, synthetic):
+    from mcgraph.train.loop import resolve_device
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(McGraphError, match="no CUDA device"):
+            resolve_device("cuda")
+        assert deploy.providers("auto") == ["CPUExecutionProvider"]
+    with pytest.raises(McGraphError, match="nothing to resume"):
+        train(_cfg(tmp_path, resume=True), data=synthetic)
+    masked = mcgraph.rewrite("resnet20", fan_in=1, in_channels=1, input_size=(28, 28))
+    mcgraph.save(masked, tmp_path / "m28.pt")
+    with pytest.raises(McGraphError, match="rewritten for inputs \\[1, 28, 28\\]"):
+        train(_cfg(tmp_path, model=str(tmp_path / "m28.pt")), data=synthetic)
