@@ -20,7 +20,10 @@ from .errors import McGraphError
 from .ir import ModuleDAG
 from .masks import mask_modules
 from .models import create_model, model_info
-from .passes import eliminate_dead, freeze, insert_masks, lower_masks
+from .passes import (eliminate_dead, freeze, insert_masks, lower_masks, prune_branches,
+                     split_branches)
+from .passes.find_modules import block_nodes
+from .passes.split_branches import is_grouped_bottleneck
 from .tracing import annotate_shapes, trace
 
 
@@ -48,10 +51,13 @@ def rewrite(model: nn.Module | str, fan_in: int, init: str = "uniform",
             modules: Iterable[type | str] | None = None, seed: int = 0, *,
             num_classes: int = 10, in_channels: int = 3,
             input_size: tuple[int, int] | None = None, weights: str | None = None,
-            mask_grad: str = "normalized", aggregate: str = "mean") -> fx.GraphModule:
+            mask_grad: str = "normalized", aggregate: str = "mean",
+            level: str = "auto") -> fx.GraphModule:
     """Trace ``model`` (or build the registered model of that name) and insert masks.
 
-    The result is a masked ``fx.GraphModule``; the original model is not modified."""
+    ``level``: ``module`` (masks between residual blocks), ``branch`` (ResNeXt: masks between
+    the branches of consecutive blocks) or ``auto`` (branch when every block is a grouped
+    bottleneck). The result is a masked ``fx.GraphModule``; the original model is not modified."""
     name = model if isinstance(model, str) else None
     if name is not None:
         info = model_info(name)
@@ -67,16 +73,31 @@ def rewrite(model: nn.Module | str, fan_in: int, init: str = "uniform",
     mods = None if modules is None else list(modules)
     gm = trace(model, mods)
     gm = annotate_shapes(gm, example_input)
-    gm = insert_masks(gm, fan_in=fan_in, init=init, seed=seed, modules=mods, mask_grad=mask_grad,
-                      aggregate=aggregate)
+    level = _level(gm, mods, level)
+    if level == "branch":
+        gm = split_branches(gm, fan_in=fan_in, init=init, seed=seed, modules=mods,
+                            mask_grad=mask_grad)
+    else:
+        gm = insert_masks(gm, fan_in=fan_in, init=init, seed=seed, modules=mods,
+                          mask_grad=mask_grad, aggregate=aggregate)
     gm.meta["mcgraph"] = {"rewrite": {
         "model": name, "model_kwargs": {"num_classes": num_classes, "in_channels": in_channels},
         "fan_in": int(fan_in), "init": init, "seed": int(seed), "mask_grad": mask_grad,
-        "aggregate": aggregate,
+        "aggregate": aggregate, "level": level,
         "input_shape": list(example_input.shape[1:]),
         "modules": None if mods is None else [m if isinstance(m, str) else m.__name__ for m in mods],
     }}
     return gm
+
+
+def _level(gm: fx.GraphModule, modules: list | None, level: str) -> str:
+    if level not in ("auto", "module", "branch"):
+        raise McGraphError("rewrite", f"unknown level '{level}', expected auto, module or branch")
+    if level != "auto":
+        return level
+    mods = dict(gm.named_modules())
+    blocks = [mods[n.target] for n in block_nodes(gm, modules)]
+    return "branch" if blocks and all(is_grouped_bottleneck(b) for b in blocks) else "module"
 
 
 def input_shape(model: fx.GraphModule) -> tuple[int, ...]:
@@ -114,7 +135,10 @@ def compile(model: fx.GraphModule, check_batch: int = 4) -> tuple[fx.GraphModule
         raise McGraphError("compile", f"{model._get_name()} has no masks; rewrite it first")
     frozen = freeze(copy.deepcopy(model)).eval()
     dag = ModuleDAG.from_graph_module(frozen)
-    slim = eliminate_dead(lower_masks(copy.deepcopy(frozen)), dag).eval()
+    if dag.level == "branch":
+        slim = prune_branches(copy.deepcopy(frozen), dag).eval()
+    else:
+        slim = eliminate_dead(lower_masks(copy.deepcopy(frozen)), dag).eval()
     shape = input_shape(model)
     x = torch.randn(check_batch, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -145,7 +169,8 @@ def load(path: str | os.PathLike | dict[str, Any], model: nn.Module | None = Non
         gm = rewrite(model if model is not None else d["model"], d["fan_in"], d["init"],
                      example_input=torch.zeros(1, *d["input_shape"]), modules=d.get("modules"),
                      seed=d["seed"], mask_grad=d.get("mask_grad", "normalized"),
-                     aggregate=d.get("aggregate", "mean"), **d["model_kwargs"])
+                     aggregate=d.get("aggregate", "mean"), level=d.get("level", "auto"),
+                     **d["model_kwargs"])
         gm.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -1,7 +1,8 @@
 """ModuleDAG: the module-level intermediate representation (networkx inside).
 
 Nodes are modules: ``source`` (what the first block reads: the stem's output), ``block`` (a
-residual block) and ``head`` (everything after the last block). Edges are candidate connections
+residual block) or ``branch`` (one branch of a ResNeXt block, ``<block>/<k>``) and ``head``
+(everything after the last block). Edges are candidate connections
 ``k -> j`` carrying the real-valued mask ``mask``, whether the edge is ``chosen`` (the K-hot
 binary value in eval or after freeze) and the adapter (``stride``, ``pad`` channels).
 
@@ -22,6 +23,12 @@ from .masks import MaskConnect
 HEAD = "head"
 
 
+def _eval_hot(mc: MaskConnect) -> "torch.Tensor":
+    import torch
+    hot = torch.zeros(mc.rows, mc.num_candidates, dtype=torch.bool)
+    return hot.scatter_(1, mc.topk_rows(), True)
+
+
 class ModuleDAG:
     def __init__(self, graph: nx.DiGraph | None = None):
         self.graph = graph if graph is not None else nx.DiGraph()
@@ -31,6 +38,11 @@ class ModuleDAG:
     def from_graph_module(cls, gm: fx.GraphModule) -> "ModuleDAG":
         """Read the masks of a masked GraphModule (see :func:`mcgraph.passes.insert_masks`)."""
         mods = dict(gm.named_modules())
+        from .branches import BranchBlock
+        branch_nodes = [n for n in gm.graph.nodes
+                        if n.op == "call_module" and isinstance(mods.get(n.target), BranchBlock)]
+        if branch_nodes:
+            return cls._from_branches(branch_nodes, mods)
         g = nx.DiGraph()
         last = None
         for node in gm.graph.nodes:
@@ -38,7 +50,7 @@ class ModuleDAG:
                 continue
             mc: MaskConnect = mods[node.target]
             chosen = set(int(i) for i in (mc.topk() if not bool(mc.frozen)
-                                          else mc.chosen.nonzero().flatten()))
+                                          else mc.chosen.cpu().nonzero().flatten()))
             for c in mc.candidates:
                 if c not in g:
                     g.add_node(c, kind="source", index=-1)
@@ -57,9 +69,46 @@ class ModuleDAG:
         g.add_edge(last, HEAD, mask=1.0, chosen=True, stride=[1, 1], pad=0)
         return cls(g)
 
+    @classmethod
+    def _from_branches(cls, nodes: list[fx.Node], mods: dict) -> "ModuleDAG":
+        """Branch level (ResNeXt): node ``<block>/<k>`` per branch; edge (j,k) -> (j+1,i) when
+        row i of block j's mask selects branch k (stream i feeds branch i of block j+1); the last
+        block's rows are the streams the head averages."""
+        g = nx.DiGraph()
+        source = nodes[0].args[0].name
+        g.add_node(source, kind="source", index=-1)
+        idx = 0
+        blocks = [mods[n.target] for n in nodes]
+        for bb in blocks:
+            for k in range(bb.cardinality):
+                g.add_node(f"{bb.name}/{k}", kind="branch", index=idx, block=bb.name, branch=k,
+                           fan_in=bb.mask.fan_in, frozen=bool(bb.mask.frozen),
+                           channels=bb.out_planes)
+                idx += 1
+        g.add_node(HEAD, kind="head", index=idx)
+        for k in range(blocks[0].cardinality):
+            g.add_edge(source, f"{blocks[0].name}/{k}", mask=1.0, chosen=True, stride=[1, 1], pad=0)
+        for j, bb in enumerate(blocks):
+            mc = bb.mask
+            hot = (mc.chosen.cpu() if bool(mc.frozen) else _eval_hot(mc)).view(bb.cardinality, -1)
+            vals = mc.mask.detach().float().cpu().view(bb.cardinality, -1)
+            for i in range(bb.cardinality):
+                reader = f"{blocks[j + 1].name}/{i}" if j + 1 < len(blocks) else HEAD
+                for k in range(bb.cardinality):
+                    src = f"{bb.name}/{k}"
+                    old = g.edges[src, reader] if g.has_edge(src, reader) else {"mask": 0.0, "chosen": False}
+                    g.add_edge(src, reader, mask=max(old["mask"], float(vals[i, k])),
+                               chosen=old["chosen"] or bool(hot[i, k]), stride=[1, 1], pad=0)
+        return cls(g)
+
     # ------------------------------------------------------------------ queries
+    @property
+    def level(self) -> str:
+        return "branch" if any(d["kind"] == "branch" for _, d in self.graph.nodes(data=True)) else "module"
+
     def blocks(self) -> list[str]:
-        b = [n for n, d in self.graph.nodes(data=True) if d["kind"] == "block"]
+        """The modules MaskConnect wires: residual blocks, or ResNeXt branches, in order."""
+        b = [n for n, d in self.graph.nodes(data=True) if d["kind"] in ("block", "branch")]
         return sorted(b, key=lambda n: self.graph.nodes[n]["index"])
 
     def candidates(self, node: str) -> list[str]:
@@ -73,7 +122,15 @@ class ModuleDAG:
             [(a, b) for a, b, d in self.graph.edges(data=True) if d["chosen"]]).copy()
 
     def live_modules(self) -> set[str]:
-        """Modules the head reads, directly or through other live modules."""
+        """Modules the head reads, directly or through other live modules.
+
+        At branch level a chosen edge (j,k) -> (j+1,i) means branch k's output enters stream i,
+        and every stream reaches the head through the residual path whether or not branch i of
+        block j+1 is live; so a branch is live exactly when some row of its block's mask selects
+        it (no transitivity)."""
+        if self.level == "branch":
+            return {n for n, d in self.graph.nodes(data=True) if d["kind"] != "branch"} | {
+                a for a, _, d in self.graph.edges(data=True) if d["chosen"]}
         cg = self.chosen_graph()
         return (nx.ancestors(cg, HEAD) | {HEAD}) if HEAD in cg else {HEAD}
 

@@ -50,7 +50,7 @@ def _dot(g: torch.Tensor, y: torch.Tensor, stride: tuple[int, int]) -> torch.Ten
 class _MaskedSum(torch.autograd.Function):
     """sum_{k in chosen} adapt(ys[k]); straight-through mask gradient for all candidates.
 
-    ``center``: project the gradient onto sum_k dm_k = 0 (see :class:`MaskConnect`).
+    ``center``: the mask-gradient mode (see :class:`KHotMask` and :func:`process_grad`).
     ``scale``: multiply the sum by this (1/K for the 'mean' aggregation)."""
 
     @staticmethod
@@ -92,11 +92,8 @@ class _MaskedSum(torch.autograd.Function):
         gmask = None
         if ctx.needs_input_grad[0]:
             ys = ctx.saved_tensors
-            gmask = torch.stack([_dot(g, y, s) for y, s in zip(ys, ctx.strides)])
-            if ctx.center:
-                gmask = gmask - gmask.mean()
-            if ctx.center == "normalized" and gmask.numel() > 1:
-                gmask = gmask / (gmask.pow(2).mean().sqrt() + 1e-12)
+            gmask = process_grad(torch.stack([_dot(g, y, s) for y, s in zip(ys, ctx.strides)]),
+                                 ctx.center)
         return (gmask, None, None, None, None, None, *grads)
 
 
@@ -105,20 +102,125 @@ def _stream_seed(seed: int, index: int, step: int) -> int:
     return (seed * 0x9E3779B1 + index * 0xC2B2AE3D + step * 0x85EBCA77) % (2**63 - 1)
 
 
-class MaskConnect(nn.Module):
-    """Learnable K-sparse masked sum over a module's candidate inputs.
+def process_grad(g: torch.Tensor, mode: str | None) -> torch.Tensor:
+    """Row-wise mask-gradient modes (rows = independent K-hot selections); see KHotMask."""
+    if mode is None or mode == "raw":
+        return g
+    g = g - g.mean(dim=-1, keepdim=True)
+    if mode == "normalized" and g.shape[-1] > 1:
+        g = g / (g.pow(2).mean(dim=-1, keepdim=True).sqrt() + 1e-12)
+    return g
 
-    State: ``mask`` (real-valued m~ in [0,1], a Parameter), buffers ``frozen``, ``chosen``
-    (K-hot after freeze) and ``step`` (sampling counter, so resumed runs draw the same masks).
 
-    ``grad``: ``"centered"`` removes from dL/dm the part common to all candidates. A
-    K-hot mask always sums to K, so that part ("make the input larger") is not a direction the
-    binary mask can move in; left in, it pushes every m~ of a module to 0 or 1 together (the
-    outputs y_k are post-ReLU, so <g, y_k> shares a sign across k) and sampling degenerates to
-    uniform. ``"normalized"`` (default) also divides the centered gradient by its RMS over
-    the module's candidates, so ``mask_lr`` is a step size in mask units whatever the loss scale,
-    batch size or depth (the raw dot products differ by orders of magnitude between modules).
-    ``"raw"`` applies the paper's gradient as is.
+class KHotMask(nn.Module):
+    """A real-valued mask m~ over ``rows`` independent selections of K among ``n`` candidates.
+
+    State: ``mask`` (m~ in [0,1], a Parameter), buffers ``frozen``, ``chosen`` (the K-hot value
+    after freeze, same shape as ``mask``) and ``step`` (draw counter: resumed runs draw the same).
+
+    ``grad``: ``"centered"`` removes from dL/dm the part common to a row's candidates. A K-hot
+    row always sums to K, so that part ("make the input larger") is not a direction the binary
+    mask can move in; left in, it pushes every m~ of a row to 0 or 1 together (the inputs are
+    post-ReLU, so <g, y_k> shares a sign across k) and sampling degenerates to uniform.
+    ``"normalized"`` (default) also divides the centered gradient by its RMS over the row, so
+    ``mask_lr`` is a step size in mask units whatever the loss scale, batch size or depth (raw
+    dot products differ by orders of magnitude between modules). ``"raw"`` is the paper's.
+    """
+
+    def __init__(self, target: str, shape: tuple[int, ...], fan_in: int, init: str = "uniform",
+                 prev: int | None = None, seed: int = 0, index: int = 0, grad: str = "normalized"):
+        super().__init__()
+        name = type(self).__name__
+        rows, n = (1, shape[0]) if len(shape) == 1 else shape
+        if n == 0:
+            raise ValueError(f"{name}: {target} has no candidates")
+        if init not in INITS:
+            raise ValueError(f"{name}: unknown init '{init}', expected one of {INITS}")
+        if grad not in GRADS:
+            raise ValueError(f"{name}: unknown grad '{grad}', expected one of {GRADS}")
+        self.target, self.rows, self.grad = target, rows, grad
+        self.fan_in = min(int(fan_in), n)   # fewer candidates than K: take them all
+        self.seed, self.index = int(seed), int(index)
+        self.mask = nn.Parameter(self._init_values(init, rows, n, prev).view(shape))
+        self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("chosen", torch.zeros(shape, dtype=torch.bool))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def _init_values(self, init: str, rows: int, n: int, prev: int | None) -> torch.Tensor:
+        if init == "uniform":
+            return torch.full((rows, n), UNIFORM_VALUE)
+        if init == "full":
+            return torch.ones(rows, n)
+        if init == "random":
+            g = torch.Generator().manual_seed(_stream_seed(self.seed, self.index, -1))
+            return torch.rand(rows, n, generator=g)
+        m = torch.zeros(rows, n)             # prev: the original wiring, one-hot
+        m[:, n - 1 if prev is None else prev] = 1.0
+        return m
+
+    @property
+    def num_candidates(self) -> int:
+        return self.mask.shape[-1]
+
+    def _m2(self) -> torch.Tensor:
+        return self.mask.detach().float().cpu().view(self.rows, -1)
+
+    def topk_rows(self) -> torch.Tensor:
+        """(rows, K): top-K of each row of m~, ties broken by index (stable), sorted."""
+        order = torch.sort(self._m2(), dim=1, descending=True, stable=True).indices
+        return torch.sort(order[:, : self.fan_in], dim=1).values
+
+    def sample_rows(self) -> torch.Tensor:
+        """(rows, K): K distinct candidates per row, drawn with probability proportional to m~.
+
+        Gumbel-top-k: top-K of log m~ + Gumbel noise. Zero entries get log(1e-12), so they are
+        only drawn when fewer than K entries are positive (the all-zero guard)."""
+        g = torch.Generator().manual_seed(_stream_seed(self.seed, self.index, int(self.step)))
+        logits = torch.log(self._m2().clamp_min(1e-12))
+        u = torch.rand(logits.shape, generator=g).clamp_(1e-20, 1.0 - 1e-7)
+        keys = logits - torch.log(-torch.log(u))
+        return torch.sort(torch.topk(keys, self.fan_in, dim=1).indices, dim=1).values
+
+    def selected_rows(self) -> torch.Tensor:
+        """(rows, K) indices this forward reads: frozen set, a sample (training) or top-K (eval)."""
+        if bool(self.frozen):
+            c = self.chosen.cpu().view(self.rows, -1)
+            return torch.stack([torch.nonzero(r).flatten() for r in c])
+        return self.sample_rows() if self.training else self.topk_rows()
+
+    def binary(self) -> torch.Tensor:
+        """The K-hot value (bool, shaped like ``mask``) the current mode would use."""
+        hot = torch.zeros(self.rows, self.num_candidates, dtype=torch.bool)
+        hot.scatter_(1, self.selected_rows(), True)
+        return hot.view(self.mask.shape)
+
+    @property
+    def learning(self) -> bool:
+        return self.training and not bool(self.frozen)
+
+    @torch.no_grad()
+    def freeze(self, chosen: Iterable | None = None) -> None:
+        """Fix the binary mask (default: top-K of m~); m~ stops receiving gradients. ``chosen``:
+        candidate indices (one row) or one list of indices per row."""
+        if chosen is None:
+            rows = [r.tolist() for r in self.topk_rows()]
+        else:
+            chosen = [list(c) if not isinstance(c, int) else c for c in chosen]
+            rows = chosen if chosen and isinstance(chosen[0], list) else [chosen]
+        hot = torch.zeros(self.rows, self.num_candidates, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            hot[i, sorted(set(int(k) for k in r))] = True
+        self.chosen.copy_(hot.view(self.chosen.shape))
+        self.frozen.fill_(True)
+        self.mask.requires_grad_(False)
+
+    def extra_repr(self) -> str:
+        return (f"target={self.target}, rows={self.rows}, candidates={self.num_candidates}, "
+                f"fan_in={self.fan_in}, frozen={bool(self.frozen)}")
+
+
+class MaskConnect(KHotMask):
+    """Learnable K-sparse masked sum over a module's candidate inputs (one row).
 
     ``aggregate``: ``"mean"`` (default) feeds the block (1/K) sum_k m_k y_k, ``"sum"`` the plain
     sum of the paper. They agree for K=1. With K>1 a plain sum lets activations grow
@@ -130,107 +232,44 @@ class MaskConnect(nn.Module):
                  in_channels: Sequence[int], out_channels: int, fan_in: int,
                  init: str = "uniform", prev: int | None = None, seed: int = 0, index: int = 0,
                  grad: str = "normalized", aggregate: str = "mean"):
-        super().__init__()
-        n = len(candidates)
-        if n == 0:
-            raise ValueError(f"MaskConnect: {target} has no candidates")
-        if init not in INITS:
-            raise ValueError(f"MaskConnect: unknown init '{init}', expected one of {INITS}")
-        self.target, self.candidates = target, list(candidates)
-        self.strides = tuple((int(a), int(b)) for a, b in strides)
-        self.in_channels, self.out_channels = list(in_channels), int(out_channels)
-        self.fan_in = min(int(fan_in), n)   # fewer candidates than K: take them all
-        self.seed, self.index = int(seed), int(index)
-        if grad not in GRADS:
-            raise ValueError(f"MaskConnect: unknown grad '{grad}', expected one of {GRADS}")
         if aggregate not in AGGREGATES:
             raise ValueError(f"MaskConnect: unknown aggregate '{aggregate}', expected {AGGREGATES}")
-        self.grad, self.aggregate = grad, aggregate
-        self.mask = nn.Parameter(self._init_values(init, n, prev))
-        self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("chosen", torch.zeros(n, dtype=torch.bool))
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
-
-    def _init_values(self, init: str, n: int, prev: int | None) -> torch.Tensor:
-        if init == "uniform":
-            return torch.full((n,), UNIFORM_VALUE)
-        if init == "full":
-            return torch.ones(n)
-        if init == "random":
-            g = torch.Generator().manual_seed(_stream_seed(self.seed, self.index, -1))
-            return torch.rand(n, generator=g)
-        m = torch.zeros(n)                   # prev: the original wiring, one-hot
-        m[n - 1 if prev is None else prev] = 1.0
-        return m
-
-    @property
-    def num_candidates(self) -> int:
-        return self.mask.numel()
+        super().__init__(target, (len(candidates),), fan_in, init, prev, seed, index, grad)
+        self.candidates = list(candidates)
+        self.strides = tuple((int(a), int(b)) for a, b in strides)
+        self.in_channels, self.out_channels = list(in_channels), int(out_channels)
+        self.aggregate = aggregate
 
     def topk(self) -> torch.Tensor:
-        """Deterministic top-K of m~, ties broken by candidate index (stable). Sorted indices."""
-        order = torch.sort(self.mask.detach().float().cpu(), descending=True, stable=True).indices
-        return torch.sort(order[: self.fan_in]).values
+        return self.topk_rows()[0]
 
     def sample(self) -> torch.Tensor:
-        """K distinct candidates drawn without replacement, probability proportional to m~.
-
-        Gumbel-top-k: top-K of log m~ + Gumbel noise. Zero entries get log(1e-12), so they are
-        only drawn when fewer than K entries are positive (the all-zero guard)."""
-        g = torch.Generator().manual_seed(_stream_seed(self.seed, self.index, int(self.step)))
-        logits = torch.log(self.mask.detach().float().cpu().clamp_min(1e-12))
-        u = torch.rand(logits.shape, generator=g).clamp_(1e-20, 1.0 - 1e-7)
-        keys = logits - torch.log(-torch.log(u))
-        return torch.sort(torch.topk(keys, self.fan_in).indices).values
+        return self.sample_rows()[0]
 
     def selected(self) -> torch.Tensor:
-        """Indices read by this forward: frozen set, a sample (training), or top-K (eval)."""
-        if bool(self.frozen):
-            return torch.nonzero(self.chosen.cpu()).flatten()
-        if self.training:
-            return self.sample()
-        return self.topk()
+        return self.selected_rows()[0]
 
-    def binary(self) -> torch.Tensor:
-        """The K-hot vector the current mode would use (for inspection and tests)."""
-        m = torch.zeros(self.num_candidates, dtype=torch.bool)
-        m[self.selected()] = True
-        return m
+    @property
+    def scale(self) -> float:
+        """Factor on the masked sum: 1/K for 'mean', 1 for 'sum'."""
+        return 1.0 / self.fan_in if self.aggregate == "mean" else 1.0
 
     def forward(self, *ys: torch.Tensor) -> torch.Tensor:
         if len(ys) != self.num_candidates:
             raise ValueError(f"MaskConnect: {self.target} expects {self.num_candidates} inputs, "
                              f"got {len(ys)}")
         chosen = tuple(int(i) for i in self.selected())
-        learning = self.training and not bool(self.frozen)
+        learning = self.learning
         if learning:
             self.step += 1
         mask = self.mask if learning else self.mask.detach()
-        center = {"raw": None, "centered": "centered", "normalized": "normalized"}[self.grad]
-        return _MaskedSum.apply(mask, chosen, self.strides, self.out_channels, center,
+        return _MaskedSum.apply(mask, chosen, self.strides, self.out_channels, self.grad,
                                 self.scale, *ys)
 
-    @property
-    def scale(self) -> float:
-        """Factor on the masked sum: 1/K for 'mean' (keeps activation scale as depth grows), 1 for 'sum'."""
-        return 1.0 / self.fan_in if self.aggregate == "mean" else 1.0
 
-    @torch.no_grad()
-    def freeze(self, chosen: Iterable[int] | None = None) -> None:
-        """Fix the binary mask (default: top-K of m~); m~ stops receiving gradients."""
-        idx = self.topk() if chosen is None else torch.tensor(sorted(set(chosen)), dtype=torch.long)
-        self.chosen.zero_()
-        self.chosen[idx.to(self.chosen.device)] = True
-        self.frozen.fill_(True)
-        self.mask.requires_grad_(False)
-
-    def extra_repr(self) -> str:
-        return (f"target={self.target}, candidates={self.num_candidates}, fan_in={self.fan_in}, "
-                f"frozen={bool(self.frozen)}")
-
-
-def mask_modules(model: nn.Module) -> list[MaskConnect]:
-    return [m for m in model.modules() if isinstance(m, MaskConnect)]
+def mask_modules(model: nn.Module) -> list[KHotMask]:
+    """Every mask of ``model``: module-level (MaskConnect) and branch-level (BranchMask)."""
+    return [m for m in model.modules() if isinstance(m, KHotMask)]
 
 
 def mask_parameters(model: nn.Module) -> list[nn.Parameter]:

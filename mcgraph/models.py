@@ -158,3 +158,13 @@ def _torchvision(arch: str):
 for _a in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
            "wide_resnet50_2", "wide_resnet101_2"):
     register_model("torchvision-resnet", (224, 224))(_torchvision(_a))
+for _a in ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d"):
+    register_model("torchvision-resnext", (224, 224))(_torchvision(_a))
+
+
+def _register_resnext() -> None:
+    from .resnext import register
+    register(register_model)
+
+
+_register_resnext()

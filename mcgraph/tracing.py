@@ -19,7 +19,8 @@ def default_block_types() -> tuple[type, ...]:
     from torchvision.models.resnet import BasicBlock, Bottleneck
 
     from .models import CifarBasicBlock
-    return (BasicBlock, Bottleneck, CifarBasicBlock)
+    from .resnext import ResNeXtBottleneck
+    return (BasicBlock, Bottleneck, CifarBasicBlock, ResNeXtBottleneck)
 
 
 def is_block(module: nn.Module, qualname: str, modules: Iterable[type | str] | None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from ..demo import DemoConfig, run_demo
+from ..masks import INITS
 from . import main
 from ._common import emit_json, table
 
@@ -15,6 +16,7 @@ D = DemoConfig.__dataclass_fields__
 @click.option("--data", default=D["data"].default, show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("--fan-in", "-k", type=int, default=D["fan_in"].default, show_default=True)
+@click.option("--init", type=click.Choice(INITS), default=None, help="Initial masks.")
 @click.option("--epochs", type=int, default=D["epochs"].default, show_default=True)
 @click.option("--batch-size", type=int, default=D["batch_size"].default, show_default=True)
 @click.option("--mask-lr", type=float, default=D["mask_lr"].default, show_default=True)
@@ -24,10 +26,10 @@ D = DemoConfig.__dataclass_fields__
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-train-samples", type=int, default=None, help="For a quick look: fewer images.")
 @click.option("--json", "as_json", is_flag=True)
-def demo_cmd(model, data, data_dir, fan_in, epochs, batch_size, mask_lr, freeze_at, out, device, seed,
+def demo_cmd(model, data, data_dir, fan_in, init, epochs, batch_size, mask_lr, freeze_at, out, device, seed,
              max_train_samples, as_json):
     """Rewrite, train connectivity, compile, export and deploy, end to end on Fashion-MNIST."""
-    cfg = DemoConfig(model=model, data=data, data_dir=data_dir, fan_in=fan_in, epochs=epochs,
+    cfg = DemoConfig(model=model, data=data, data_dir=data_dir, fan_in=fan_in, init=init, epochs=epochs,
                      batch_size=batch_size, mask_lr=mask_lr, freeze_at=freeze_at, out=out, device=device, seed=seed,
                      max_train_samples=max_train_samples, progress=not as_json)
     res = run_demo(cfg, log=(lambda s: None) if as_json else (lambda s: click.echo(s, err=True)))

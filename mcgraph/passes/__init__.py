@@ -6,5 +6,8 @@ from .find_modules import find_modules
 from .freeze import freeze
 from .insert_masks import insert_masks
 from .lower_masks import lower_masks
+from .prune_branches import prune_branches
+from .split_branches import split_branches
 
-__all__ = ["eliminate_dead", "export_onnx", "find_modules", "freeze", "insert_masks", "lower_masks"]
+__all__ = ["eliminate_dead", "export_onnx", "find_modules", "freeze", "insert_masks", "lower_masks",
+           "prune_branches", "split_branches"]

@@ -32,7 +32,7 @@ def find_modules(gm: fx.GraphModule, modules: Iterable[type | str] | None = None
     """Annotate and return the block chain; explains why when the graph is not a chain."""
     blocks = block_nodes(gm, modules)
     what = "module types/names " + ", ".join(map(str, modules)) if modules else \
-        "BasicBlock/Bottleneck/CifarBasicBlock"
+        "BasicBlock/Bottleneck/CifarBasicBlock/ResNeXtBottleneck"
     if not blocks:
         raise McGraphError(PASS, f"no residual blocks found in {gm._get_name()} (looked for {what}); "
                                  "pass the block types or names with modules=/--modules")

@@ -98,25 +98,28 @@ def apply_connectivity(gm: fx.GraphModule, mode: str, seed: int) -> fx.GraphModu
     for m in mask_modules(gm):
         n, k = m.num_candidates, m.fan_in
         if mode == "fixed-prev":
-            if k != 1:
-                raise McGraphError("train", f"fixed-prev reads only the previous block (K=1); "
-                                            f"{m.target} has K={k}")
+            if k != 1 or m.rows != 1:
+                raise McGraphError("train", f"fixed-prev reads only the previous block (K=1, "
+                                            f"module level); {m.target} has K={k}")
             m.freeze([n - 1])          # the last candidate is the block's original input
         elif mode == "fixed-full":
             if k < n:
                 raise McGraphError("train", f"fixed-full reads every candidate; {m.target} has "
                                             f"K={k} < {n} candidates")
-            m.freeze(range(n))
-        elif mode == "fixed-random":   # K inputs drawn once, uniformly, never changed
+            m.freeze([list(range(n))] * m.rows)
+        elif mode == "fixed-random":   # K inputs per row drawn once, uniformly, never changed
             g = torch.Generator().manual_seed(seed * 7919 + m.index)
-            m.freeze(torch.randperm(n, generator=g)[:k].tolist())
+            m.freeze([torch.randperm(n, generator=g)[:k].tolist() for _ in range(m.rows)])
     return gm
 
 
 def training_view(model: fx.GraphModule) -> fx.GraphModule:
     """Once every mask is frozen: the lowered graph without dead blocks, sharing its parameters
     with ``model`` (so training it trains ``model``, and checkpoints of ``model`` see it). Dead
-    blocks are no longer computed and the masked sums become plain adds."""
+    blocks are no longer computed and the masked sums become plain adds. Branch-level models
+    (whose pruning slices parameters into new tensors) train as they are."""
+    if ModuleDAG.from_graph_module(model).level == "branch":
+        return model
     graph = fx.Graph()
     graph.output(graph.graph_copy(model.graph, {}))
     view = fx.GraphModule(model, graph)   # new containers, the same leaf modules

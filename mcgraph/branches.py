@@ -1,0 +1,112 @@
+"""Branch-level MaskConnect for ResNeXt: C residual streams, C x C K-hot branch masks.
+
+Block j with cardinality C keeps one residual stream per branch (docs/design.md §7):
+
+    T_{j,k}     = W3_k relu(BN2_k(W2_k relu(BN1_k(W1_k x_j^(k)))))      branch k's transform
+    x_{j+1}^(i) = relu( shortcut(x_j^(i)) + BN3( sum_k M_j[i,k] T_{j,k} ) )
+
+``M_j`` is C x C with K ones per row: branch i of block j+1 reads, through stream i, the K
+branch outputs its row selects. Streams start equal (the stem output) and the head reads their
+mean. With K=C every row is all ones, every stream stays equal, and the block computes exactly
+torchvision's/Xie's ResNeXt block (conv3 over the concatenated branches is the same sum).
+The C transforms run batched: conv1 as a grouped 1x1 conv over the concatenated streams, the
+original grouped conv2, conv3 as a grouped 1x1 conv giving C separate outputs, an einsum with M.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .masks import KHotMask, process_grad
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the K-hot matrix. Backward: dL/dM goes to m~ (row-wise gradient mode)."""
+
+    @staticmethod
+    def forward(ctx, mask, hot, mode):  # type: ignore[override]
+        ctx.mode = mode
+        return hot
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        return process_grad(g, ctx.mode), None, None
+
+
+class BranchMask(KHotMask):
+    """C rows (the streams / next block's branches) x C candidates (this block's branches)."""
+
+    def __init__(self, target: str, cardinality: int, fan_in: int, init: str = "full",
+                 seed: int = 0, index: int = 0, grad: str = "normalized"):
+        if init == "prev":
+            raise ValueError("BranchMask: init 'prev' is for module-level masks; use full, "
+                             "uniform or random")
+        super().__init__(target, (cardinality, cardinality), fan_in, init, None, seed, index, grad)
+
+    def forward(self) -> torch.Tensor:
+        """The K-hot C x C matrix this step uses (float), with a straight-through gradient."""
+        hot = self.binary().to(self.mask.dtype).to(self.mask.device)
+        if not self.learning:
+            return hot
+        self.step += 1
+        return _StraightThrough.apply(self.mask, hot, self.grad)
+
+
+def _conv3_per_branch(w3: torch.Tensor, c: int) -> torch.Tensor:
+    """conv3 weight (out, C*d, 1, 1) -> grouped weight (C*out, d, 1, 1): branch k's out columns."""
+    out, cd = w3.shape[:2]
+    return w3.view(out, c, cd // c).transpose(0, 1).reshape(c * out, cd // c, 1, 1)
+
+
+class BranchBlock(nn.Module):
+    """A ResNeXt bottleneck (conv1/bn1/conv2 grouped/bn2/conv3/bn3/downsample) over C streams.
+
+    Input: ``(N, in, H, W)`` for the first block (one stream, shared), else ``(N, C, in, H, W)``.
+    Output: ``(N, C, out, H', W')``. Parameters are the original block's, shared, not copied."""
+
+    def __init__(self, block: nn.Module, name: str, fan_in: int, init: str = "full",
+                 first: bool = False, seed: int = 0, index: int = 0, grad: str = "normalized"):
+        super().__init__()
+        self.cardinality = c = block.conv2.groups
+        self.conv1, self.bn1, self.conv2, self.bn2 = block.conv1, block.bn1, block.conv2, block.bn2
+        self.conv3, self.bn3, self.downsample = block.conv3, block.bn3, block.downsample
+        self.first, self.name = first, name
+        self.in_planes, self.out_planes = block.conv1.in_channels, block.conv3.out_channels
+        self.mask = BranchMask(name, c, fan_in, init, seed, index, grad)
+
+    def transforms(self, x: torch.Tensor) -> torch.Tensor:
+        """T: (N, C, out, H', W'), every branch's transform of its own stream."""
+        c = self.cardinality
+        if self.first:
+            h = self.conv1(x)                                              # (N, C*d, H, W)
+        else:
+            n, _, cin, hh, ww = x.shape
+            h = F.conv2d(x.reshape(n, c * cin, hh, ww), self.conv1.weight, groups=c)
+        h = F.relu(self.bn1(h))
+        h = F.relu(self.bn2(self.conv2(h)))                                # (N, C*d, H', W')
+        t = F.conv2d(h, _conv3_per_branch(self.conv3.weight, c), groups=c)  # (N, C*out, H', W')
+        return t.view(t.shape[0], c, self.out_planes, *t.shape[2:])
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1 or C, out, H', W'): the first block's single stream broadcasts."""
+        if self.first:
+            s = x if self.downsample is None else self.downsample(x)
+            return s.unsqueeze(1)
+        n, c = x.shape[:2]
+        flat = x.reshape(n * c, *x.shape[2:])
+        s = flat if self.downsample is None else self.downsample(flat)
+        return s.view(n, c, *s.shape[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.transforms(x)
+        m = self.mask()                                                    # (C, C) K-hot
+        p = torch.einsum("ik,nkchw->nichw", m, t)                          # (N, C, out, H', W')
+        n, c = p.shape[:2]
+        p = self.bn3(p.reshape(n * c, *p.shape[2:])).view(p.shape)         # BN3 shared by streams
+        return F.relu(p + self.shortcut(x))
+
+
+def stream_mean(x: torch.Tensor) -> torch.Tensor:
+    """The head reads the mean of the C streams: (N, C, out, H, W) -> (N, out, H, W)."""
+    return x.mean(dim=1)
