@@ -17,6 +17,7 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owned: bool = False              # we created the process group, so we destroy it
 
     @property
     def enabled(self) -> bool:
@@ -32,12 +33,13 @@ def init(device: torch.device) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         torch.cuda.set_device(local)
-    return Dist(dist.get_rank(), dist.get_world_size(), local)
+    return Dist(dist.get_rank(), dist.get_world_size(), local, owned)
 
 
 def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
@@ -66,5 +68,5 @@ def barrier(d: Dist) -> None:
 
 
 def shutdown(d: Dist) -> None:
-    if d.enabled and dist.is_initialized():
+    if d.enabled and d.owned and dist.is_initialized():
         dist.destroy_process_group()
