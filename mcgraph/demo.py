@@ -1,6 +1,6 @@
 """The main job end to end: rewrite, train connectivity on Fashion-MNIST, compile, export, deploy.
 
-    mcgraph demo                      # resnet20, K=1 from 'prev', 4 epochs, ~4 minutes on 2 CPU cores
+    mcgraph demo                      # resnet20, K=1, 4 epochs, ~4 minutes on 2 CPU cores
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class DemoConfig:
     data: str = "fashion-mnist"
     data_dir: str | None = None
     fan_in: int = 1                     # K=1 prunes: every unread block is deleted at compile
-    init: str | None = "prev"           # start from the original wiring, learn deviations
+    init: str | None = None             # None: 'uniform', the trainer's default
     epochs: int = 4
     batch_size: int = 128
     lr: float = 0.1

@@ -43,7 +43,7 @@ def _dot(g: torch.Tensor, y: torch.Tensor, stride: tuple[int, int]) -> torch.Ten
     c = v.shape[1]
     gg = g if c == g.shape[1] else g[:, :c]
     if gg.is_contiguous() and v.is_contiguous():
-        return torch.dot(gg.reshape(-1), v.reshape(-1)).float()
+        return torch.dot(gg.reshape(-1).float(), v.reshape(-1).float())   # fp16 would overflow
     return torch.sum(gg * v, dtype=torch.float32)
 
 
@@ -207,9 +207,16 @@ class KHotMask(nn.Module):
         else:
             chosen = [list(c) if not isinstance(c, int) else c for c in chosen]
             rows = chosen if chosen and isinstance(chosen[0], list) else [chosen]
+        if len(rows) != self.rows:
+            raise ValueError(f"{type(self).__name__}: {self.target} needs {self.rows} rows of "
+                             f"indices, got {len(rows)}")
         hot = torch.zeros(self.rows, self.num_candidates, dtype=torch.bool)
         for i, r in enumerate(rows):
-            hot[i, sorted(set(int(k) for k in r))] = True
+            r = sorted(set(int(k) for k in r))
+            if len(r) != self.fan_in or not all(0 <= k < self.num_candidates for k in r):
+                raise ValueError(f"{type(self).__name__}: {self.target} row {i} needs {self.fan_in} "
+                                 f"distinct indices in 0..{self.num_candidates - 1}, got {r}")
+            hot[i, r] = True
         self.chosen.copy_(hot.view(self.chosen.shape))
         self.frozen.fill_(True)
         self.mask.requires_grad_(False)
@@ -275,6 +282,16 @@ def mask_modules(model: nn.Module) -> list[KHotMask]:
 def mask_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The real-valued masks, for their own optimizer group (no weight decay, no momentum)."""
     return [m.mask for m in mask_modules(model)]
+
+
+@torch.no_grad()
+def renormalize_mask_grads_(model: nn.Module) -> None:
+    """After ``GradScaler.unscale_``: restore the unit-RMS rows of 'normalized' mask gradients
+    (unscaling divided them by the loss scale, which their normalization had already removed)."""
+    for m in mask_modules(model):
+        g = m.mask.grad
+        if m.grad == "normalized" and g is not None and torch.isfinite(g).all():
+            g.copy_(process_grad(g.view(m.rows, -1), "normalized").view_as(g))
 
 
 @torch.no_grad()

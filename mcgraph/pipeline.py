@@ -1,6 +1,7 @@
 """Whole jobs behind the CLI commands: rewrite to a checkpoint, compile a checkpoint to ONNX."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from .api import CompileReport, compile, count_params, load, rewrite, save
 from .config import CompileConfig, RewriteConfig
 from .errors import McGraphError
 from .ir import ModuleDAG
+from .masks import mask_modules
 from .passes import export_onnx
 
 
@@ -31,7 +33,8 @@ def rewrite_to_checkpoint(cfg: RewriteConfig) -> dict[str, Any]:
     save(gm, out)
     dag = ModuleDAG.from_graph_module(gm)
     return {"checkpoint": str(out), "model": cfg.model, "fan_in": cfg.fan_in, "init": cfg.init,
-            "modules": len(dag.blocks()), "candidate_edges": dag.graph.number_of_edges() - 1,
+            "level": dag.level, "modules": len(dag.blocks()),
+            "candidate_edges": sum(m.rows * m.num_candidates for m in mask_modules(gm)),
             "params": count_params(gm), "mask_params": count_params(gm, masks=True),
             "input_shape": gm.meta["mcgraph"]["rewrite"]["input_shape"]}
 
@@ -44,11 +47,16 @@ def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
     t0 = time.perf_counter()
     masked = load(cfg.checkpoint)
     slim, report = compile(masked)
-    export_onnx(slim, out, tuple(report.input_shape), opset=cfg.opset)
-    report.onnx_path, report.opset = str(out), deploy.opset(out)
-    report.onnx_ops = deploy.op_counts(out)
-    if cfg.verify:
-        report.onnx_max_abs_diff = verify_onnx(masked, out, cfg)
+    staged = out.with_name(f".{out.name}.unverified")     # a failed check never replaces `out`
+    try:
+        export_onnx(slim, staged, tuple(report.input_shape), opset=cfg.opset)
+        report.opset, report.onnx_ops = deploy.opset(staged), deploy.op_counts(staged)
+        if cfg.verify:
+            report.onnx_max_abs_diff = verify_onnx(masked, staged, cfg)
+        os.replace(staged, out)
+    finally:
+        staged.unlink(missing_ok=True)
+    report.onnx_path = str(out)
     report.seconds = round(time.perf_counter() - t0, 2)
     if cfg.report:
         import json

@@ -12,8 +12,12 @@ class _Group(click.Group):
     """Every failure ends in one line on stderr and a non-zero exit, never a traceback."""
 
     def invoke(self, ctx: click.Context):
+        from ..train.loop import Interrupted
         try:
             return super().invoke(ctx)
+        except Interrupted as e:          # state saved; conventional exit code of SIGINT
+            click.echo(f"error: {e}", err=True)
+            sys.exit(130)
         except McGraphError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
@@ -38,7 +42,8 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import compile_cmd, demo_cmd, eval_cmd, inspect_cmd, rewrite_cmd, train_cmd  # noqa: F401
+    from . import (bench_cmd, compile_cmd, demo_cmd, eval_cmd, inspect_cmd,  # noqa: F401
+                   rewrite_cmd, train_cmd)
 
 
 _register()

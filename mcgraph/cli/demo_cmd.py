@@ -16,7 +16,8 @@ D = DemoConfig.__dataclass_fields__
 @click.option("--data", default=D["data"].default, show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("--fan-in", "-k", type=int, default=D["fan_in"].default, show_default=True)
-@click.option("--init", type=click.Choice(INITS), default=None, help="Initial masks.")
+@click.option("--init", type=click.Choice(INITS), default=D["init"].default,
+              help="Initial masks (default: uniform).")
 @click.option("--epochs", type=int, default=D["epochs"].default, show_default=True)
 @click.option("--batch-size", type=int, default=D["batch_size"].default, show_default=True)
 @click.option("--mask-lr", type=float, default=D["mask_lr"].default, show_default=True)

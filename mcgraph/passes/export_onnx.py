@@ -32,7 +32,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
     path = Path(path)
     if opset < 18:
         raise McGraphError(PASS, f"opset must be >= 18, got {opset}")
-    if not path.parent.exists():
+    if not path.parent.is_dir():
         raise McGraphError(PASS, f"output directory {path.parent} does not exist")
     if any(isinstance(m, MaskConnect) for m in model.modules()):
         raise McGraphError(PASS, "the model still has masks; compile it before exporting")

@@ -320,6 +320,8 @@ class Loader:
             raise McGraphError("data", f"split must be 'train' or 'test', got {split!r}")
         if batch_size < 1:
             raise McGraphError("data", f"batch size must be >= 1, got {batch_size}")
+        if max_samples is not None and max_samples < 1:
+            raise McGraphError("data", f"the sample limit must be >= 1, got {max_samples}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise McGraphError("data", f"rank {rank} is not in 0..{world_size - 1}")
         self.spec, self.dataset = data.spec, getattr(data, split)

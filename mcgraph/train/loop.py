@@ -26,12 +26,12 @@ from ..api import load, rewrite
 from ..checkpoint import read_checkpoint
 from ..errors import McGraphError
 from ..ir import ModuleDAG
-from ..masks import clip_masks_, freeze_masks, mask_modules
+from ..masks import clip_masks_, freeze_masks, mask_modules, renormalize_mask_grads_
 from ..passes import eliminate_dead, lower_masks
 from . import distributed as D
 from .config import CONNECTIVITY, TrainConfig
 from .data import Data, DataSpec, load_data, make_loader
-from .metrics import chosen_changed, chosen_sets, evaluate, mask_entropy
+from .metrics import chosen_changed, chosen_sets, evaluate, mask_entropy, summarize
 from .state import save_training, set_rng_state
 
 
@@ -153,6 +153,24 @@ def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, [weights, lambda step: 1.0])
 
 
+def _agree(dist: D.Dist, device: torch.device, bad: bool, stop: bool) -> tuple[bool, bool]:
+    """Ranks decide together (a rank that stops alone would hang the others' all-reduce)."""
+    if not dist.enabled:
+        return bad, stop
+    b, s = D.all_sum([float(bad), float(stop)], dist, device)
+    return b > 0, s > 0
+
+
+def _check(cfg: TrainConfig) -> None:
+    for name in ("lr", "mask_lr", "weight_decay", "momentum", "mask_momentum", "label_smoothing"):
+        if getattr(cfg, name) < 0:
+            raise McGraphError("train", f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    for name in ("max_steps", "max_train_samples", "max_test_samples"):
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            raise McGraphError("train", f"--{name.replace('_', '-')} must be >= 1, got {v}")
+
+
 class _StopFlag:
     """First Ctrl-C asks the loop to stop after the current step; a second one aborts."""
 
@@ -191,12 +209,14 @@ def train(cfg: TrainConfig, data: Data | None = None,
         resume_ckpt = read_checkpoint(out / "last.pt")
         if "train" not in resume_ckpt:
             raise McGraphError("train", f"{out / 'last.pt'} holds no training state")
-        saved = TrainConfig(**resume_ckpt["train"]["config"])
+        known = TrainConfig.__dataclass_fields__
+        saved = TrainConfig(**{k: v for k, v in resume_ckpt["train"]["config"].items() if k in known})
         cfg = dataclasses.replace(saved, resume=True, max_steps=cfg.max_steps, device=cfg.device,
                                   progress=cfg.progress)
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise McGraphError("train", f"epochs and batch size must be >= 1, got {cfg.epochs}, "
                                     f"{cfg.batch_size}")
+    _check(cfg)
     if not 0.0 <= cfg.freeze_at <= 1.0:
         raise McGraphError("train", f"--freeze-at is a fraction of the epochs in [0, 1], got {cfg.freeze_at}")
     device = resolve_device(cfg.device)
@@ -242,7 +262,8 @@ def _run(cfg: TrainConfig, data: Data | None, given: fx.GraphModule | None, out:
         t = resume_ckpt["train"]
         opt.load_state_dict(t["optimizer"])
         sched.load_state_dict(t["scheduler"])
-        scaler.load_state_dict(t["scaler"])
+        if amp and t["scaler"]:           # a CPU run's disabled scaler has an empty state
+            scaler.load_state_dict(t["scaler"])
         epoch, batch0, step, best = t["epoch"], t["batch"], t["step"], t["best_acc"]
         set_rng_state(t["rng"])
     elif dist.main:
@@ -284,13 +305,16 @@ def _run(cfg: TrainConfig, data: Data | None, given: fx.GraphModule | None, out:
                 with torch.autocast(device.type, enabled=amp):
                     logits = net(x)
                     loss = nn.functional.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                if not torch.isfinite(loss):
-                    save("last.pt", epoch, b)
-                    raise McGraphError("train", f"loss is {float(loss.detach())} at epoch {epoch + 1}, step "
-                                                f"{step + 1}; lower --lr or --mask-lr (state saved "
-                                                f"before this step in {out / 'last.pt'})")
+                bad, stopping = _agree(dist, device, not bool(torch.isfinite(loss)), stop.set)
+                if bad:   # every rank stops together; last.pt keeps the last good epoch
+                    raise McGraphError("train", f"loss is not finite at epoch {epoch + 1}, step "
+                                                f"{step + 1}; lower --lr or --mask-lr (last good "
+                                                f"state: {out / 'last.pt'}, if an epoch finished)")
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if amp:
+                    scaler.unscale_(opt)
+                    renormalize_mask_grads_(model)
                 scaler.step(opt)
                 scaler.update()
                 clip_masks_(model)
@@ -303,7 +327,7 @@ def _run(cfg: TrainConfig, data: Data | None, given: fx.GraphModule | None, out:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
                                 img_s=f"{seen * dist.world_size / dt:.0f}")
-                if stop.set:
+                if stopping:
                     save("last.pt", epoch, b + 1)
                     bar.close()
                     raise Interrupted("train", f"interrupted at epoch {epoch + 1}, step {step}; "
@@ -320,6 +344,7 @@ def _run(cfg: TrainConfig, data: Data | None, given: fx.GraphModule | None, out:
             test = evaluate(net, make_loader(data, "test", cfg.eval_batch_size, shuffle=False,
                                              augment=False, max_samples=cfg.max_test_samples,
                                              **loader_kw), spec.num_classes, amp, channels_last)
+            test = summarize(D.all_sum(test["sums"], dist, device), spec.num_classes)
             last_acc = test["acc"]
             row = {"epoch": epoch + 1, "step": step, "train_loss": tr[0] / max(tr[2], 1),
                    "train_acc": 100 * tr[1] / max(tr[2], 1), "test_acc": test["acc"],

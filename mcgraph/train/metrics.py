@@ -29,24 +29,34 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         correct5 += int((top == y[:, None]).any(dim=1).sum())
         total += y.numel()
     model.train(was)
-    out = {"acc": 100.0 * correct1 / max(total, 1), "loss": loss_sum / max(total, 1)}
+    return summarize([correct1, correct5, total, loss_sum], num_classes)
+
+
+def summarize(sums: list[float], num_classes: int) -> dict[str, float]:
+    """[correct top-1, correct top-5, total, loss sum] (summed over ranks) -> percentages."""
+    correct1, correct5, total, loss_sum = sums
+    out = {"acc": 100.0 * correct1 / max(total, 1), "loss": loss_sum / max(total, 1),
+           "sums": [correct1, correct5, total, loss_sum]}
     if num_classes > 10:
         out["top5"] = 100.0 * correct5 / max(total, 1)
     return out
 
 
-def chosen_sets(model: nn.Module) -> dict[str, list[int]]:
-    """Each module's eval-time inputs (top-K of m~, or the frozen set)."""
+def chosen_sets(model: nn.Module) -> dict[str, list[list[int]]]:
+    """Each mask row's eval-time inputs (top-K of m~, or the frozen set)."""
     out = {}
     for m in mask_modules(model):
-        idx = torch.nonzero(m.chosen.cpu()).flatten() if bool(m.frozen) else m.topk()
-        out[m.target] = idx.tolist()
+        was = m.training
+        m.eval()
+        out[m.target] = [r.tolist() for r in m.selected_rows()]
+        m.train(was)
     return out
 
 
-def chosen_changed(before: dict[str, list[int]], after: dict[str, list[int]]) -> int:
-    """How many chosen inputs differ between two snapshots (summed over modules)."""
-    return sum(len(set(after[k]) - set(before.get(k, []))) for k in after)
+def chosen_changed(before: dict[str, list[list[int]]], after: dict[str, list[list[int]]]) -> int:
+    """How many chosen inputs differ between two snapshots (summed over mask rows)."""
+    return sum(len(set(ra) - set(rb)) for k in after
+               for ra, rb in zip(after[k], before.get(k, [[]] * len(after[k]))))
 
 
 def mask_entropy(model: nn.Module) -> float:
@@ -57,12 +67,12 @@ def mask_entropy(model: nn.Module) -> float:
         n = m.num_candidates
         if n < 2:
             continue
-        p = m.mask.detach().float().cpu().clamp_min(0)
-        s = float(p.sum())
-        if s <= 0:
-            vals.append(1.0)
-            continue
-        p = p / s
-        h = -float((p[p > 0] * p[p > 0].log()).sum())
-        vals.append(h / math.log(n))
+        for p in m.mask.detach().float().cpu().clamp_min(0).view(m.rows, n):
+            s = float(p.sum())
+            if s <= 0:
+                vals.append(1.0)
+                continue
+            p = p / s
+            h = -float((p[p > 0] * p[p > 0].log()).sum())
+            vals.append(h / math.log(n))
     return sum(vals) / len(vals) if vals else 0.0

@@ -80,3 +80,13 @@ def test_compile_to_missing_directory(masked_pt, tmp_path):
 def test_python_dash_m_works():
     r = subprocess.run([sys.executable, "-m", "mcgraph", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "rewrite" in r.stdout and "compile" in r.stdout
+
+
+def test_bench_prints_latency_side_by_side(masked_pt, tmp_path):
+    code, out = _run("compile", masked_pt, "-o", tmp_path / "m.onnx", "--no-verify", "--json")
+    assert code == 0, out
+    code, out = _run("bench", tmp_path / "m.onnx", "--batch-sizes", "1,2", "--repeats", "3", "--json")
+    assert code == 0, out
+    res = json.loads(out)
+    assert res[0]["conv_nodes"] > 0 and set(res[0]["latency_ms"]) == {"1", "2"}
+    assert all(v > 0 for v in res[0]["latency_ms"].values())

@@ -115,10 +115,16 @@ def test_ctrl_c_saves_and_resumes(tmp_path, synthetic):
     assert res.steps == step + 3
 
 
-def test_nan_loss_stops_with_a_reason(tmp_path, synthetic):
-    with pytest.raises(McGraphError, match="loss is (nan|inf)"):
+def test_nan_loss_stops_with_a_reason_and_keeps_the_last_good_state(tmp_path, synthetic):
+    train(_cfg(tmp_path, epochs=1), data=synthetic)
+    good = (tmp_path / "run/last.pt").read_bytes()
+    with pytest.raises(McGraphError, match="loss is not finite"):
         train(_cfg(tmp_path, lr=1e12, weight_decay=0, epochs=3), data=synthetic)
-    assert (tmp_path / "run/last.pt").is_file()
+    # the diverged run started over in the same directory: its epoch never finished, so nothing
+    # replaced a good checkpoint with a diverged one, and no temp file is left
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "best.pt", "config.json", "last.pt", "metrics.jsonl"]
+    assert (tmp_path / "run/last.pt").read_bytes() == good
 
 
 # ------------------------------------------------------------------ fixed rules
