@@ -150,3 +150,11 @@ def test_centered_gradient_is_the_raw_one_minus_its_mean():
     raw = grads["raw"]
     assert torch.allclose(grads["centered"], raw - raw.mean(), atol=1e-6)
     assert abs(float(grads["centered"].sum())) < 1e-5
+
+
+def test_freeze_rejects_a_wrong_selection():
+    mc = _mc(n=4, k=2)
+    with pytest.raises(ValueError, match="needs 2 distinct indices"):
+        mc.freeze([1])
+    with pytest.raises(ValueError, match="needs 2 distinct indices"):
+        mc.freeze([1, 7])

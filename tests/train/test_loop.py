@@ -182,3 +182,27 @@ def test_device_fallback_and_errors(tmp_path, synthetic):
     mcgraph.save(masked, tmp_path / "m28.pt")
     with pytest.raises(McGraphError, match="rewritten for inputs \\[1, 28, 28\\]"):
         train(_cfg(tmp_path, model=str(tmp_path / "m28.pt")), data=synthetic)
+
+
+def test_resnext_trains_learned_and_fixed_full_unchanged(tmp_path, synthetic):
+    res = train(_cfg(tmp_path / "l", model="resnext29_2x8d", fan_in=1, epochs=2, mask_lr=0.05),
+                data=synthetic)
+    assert len(res.metrics) == 2 and 0 <= res.metrics[0]["mask_entropy"] <= 1
+    masked = mcgraph.load(tmp_path / "l/run/last.pt")
+    slim, rep = mcgraph.compile(masked)
+    assert rep.modules_before == 18 and rep.params_after <= rep.params_before
+    full = train(_cfg(tmp_path / "f", model="resnext29_2x8d", connectivity="fixed-full", epochs=1),
+                 data=synthetic)
+    assert full.metrics[0]["masks_frozen"] and full.metrics[0]["chosen_changed"] == 0
+    _, rep = mcgraph.compile(mcgraph.load(tmp_path / "f/run/last.pt"))
+    assert rep.removed == []
+
+
+def test_renormalize_after_unscale_restores_unit_rms(masked_resnet20):
+    from mcgraph.masks import renormalize_mask_grads_
+    gm = masked_resnet20(fan_in=2)
+    m = mask_modules(gm)[-1]
+    m.mask.grad = torch.linspace(-1, 1, m.num_candidates) / 65536.0   # what unscale_ leaves
+    renormalize_mask_grads_(gm)
+    g = m.mask.grad
+    assert abs(float(g.pow(2).mean().sqrt()) - 1) < 1e-5 and abs(float(g.mean())) < 1e-6
