@@ -37,13 +37,23 @@ def _view(y: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
     return y if sh == 1 and sw == 1 else y[:, :, ::sh, ::sw]
 
 
+def _flat(t: torch.Tensor) -> torch.Tensor | None:
+    """A 1-D view in memory order when ``t`` is dense (NCHW or channels-last), else None."""
+    if t.is_contiguous():
+        return t.view(-1)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1)       # a view: NHWC is this memory's order
+    return None
+
+
 def _dot(g: torch.Tensor, y: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
     """<g, adapt(y)>: padded channels are zero, so only the first C_y channels of g count."""
     v = _view(y, stride)
     c = v.shape[1]
     gg = g if c == g.shape[1] else g[:, :c]
-    if gg.is_contiguous() and v.is_contiguous():
-        return torch.dot(gg.reshape(-1).float(), v.reshape(-1).float())   # fp16 would overflow
+    a, b = _flat(gg), _flat(v)
+    if a is not None and b is not None and gg.stride() == v.stride():
+        return torch.dot(a.float(), b.float())         # fp16 would overflow
     return torch.sum(gg * v, dtype=torch.float32)
 
 

@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,7 +295,7 @@ def _run(cfg: TrainConfig, data: Data | None, given: fx.GraphModule | None, out:
             t0 = time.perf_counter()
             bar = tqdm(total=len(loader), initial=batch0, disable=not (cfg.progress and dist.main),
                        desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-                       dynamic_ncols=True)
+                       dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
             b = batch0
             for b, (x, y) in enumerate(batches, start=batch0):
                 if step >= freeze_step and any(not bool(m.frozen) for m in mask_modules(model)):
