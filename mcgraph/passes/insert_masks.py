@@ -43,17 +43,23 @@ def mask_path(block_name: str) -> str:
     return f"{MASK_ROOT}.{block_name.replace('.', '_')}"
 
 
+def check_mask_options(where: str, fan_in: int, init: str, mask_grad: str,
+                       inits: tuple[str, ...] = INITS) -> None:
+    """The options every mask-inserting pass validates the same way."""
+    if init not in inits:
+        raise McGraphError(where, f"init '{init}' does not apply here; use one of {', '.join(inits)}")
+    if mask_grad not in GRADS:
+        raise McGraphError(where, f"unknown mask gradient '{mask_grad}', expected one of {GRADS}")
+    if fan_in < 1:
+        raise McGraphError(where, f"fan-in K must be >= 1, got {fan_in}")
+
+
 def insert_masks(gm: fx.GraphModule, fan_in: int, init: str = "uniform", seed: int = 0,
                  modules: Iterable[type | str] | None = None,
                  mask_grad: str = "normalized", aggregate: str = "mean") -> fx.GraphModule:
-    if init not in INITS:
-        raise McGraphError(PASS, f"unknown init '{init}', expected one of {', '.join(INITS)}")
-    if mask_grad not in GRADS:
-        raise McGraphError(PASS, f"unknown mask gradient '{mask_grad}', expected one of {GRADS}")
+    check_mask_options(PASS, fan_in, init, mask_grad)
     if aggregate not in AGGREGATES:
         raise McGraphError(PASS, f"unknown aggregate '{aggregate}', expected one of {AGGREGATES}")
-    if fan_in < 1:
-        raise McGraphError(PASS, f"fan-in K must be >= 1, got {fan_in}")
     chain = find_modules(gm, modules)
     producers: list[fx.Node] = [chain[0].args[0], *chain]  # type: ignore[list-item]
     names = [producers[0].name] + [str(b.target) for b in chain]

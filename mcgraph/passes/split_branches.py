@@ -19,10 +19,12 @@ from torch import fx, nn
 
 from ..branches import BranchBlock, stream_mean
 from ..errors import McGraphError
-from ..masks import GRADS, INITS
+from ..masks import INITS
 from .find_modules import find_modules
+from .insert_masks import check_mask_options
 
 PASS = "split_branches"
+BRANCH_INITS = tuple(i for i in INITS if i != "prev")   # 'prev' has no meaning between branches
 _PARTS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "downsample")
 
 
@@ -39,12 +41,7 @@ def is_grouped_bottleneck(module: nn.Module) -> bool:
 def split_branches(gm: fx.GraphModule, fan_in: int, init: str = "full", seed: int = 0,
                    modules: Iterable[type | str] | None = None,
                    mask_grad: str = "normalized") -> fx.GraphModule:
-    if init not in INITS or init == "prev":
-        raise McGraphError(PASS, f"init '{init}' does not apply to branches; use full, uniform or random")
-    if mask_grad not in GRADS:
-        raise McGraphError(PASS, f"unknown mask gradient '{mask_grad}', expected one of {GRADS}")
-    if fan_in < 1:
-        raise McGraphError(PASS, f"fan-in K must be >= 1, got {fan_in}")
+    check_mask_options(PASS, fan_in, init, mask_grad, BRANCH_INITS)
     chain = find_modules(gm, modules)
     mods = dict(gm.named_modules())
     cards = set()

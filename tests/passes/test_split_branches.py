@@ -68,5 +68,5 @@ def test_branch_masks_train_with_k_ones_per_row():
 def test_bad_branch_inputs():
     with pytest.raises(McGraphError, match="larger than the candidates"):
         mcgraph.rewrite("resnext29_4x16d", fan_in=5, input_size=(16, 16))
-    with pytest.raises(McGraphError, match="does not apply to branches"):
+    with pytest.raises(McGraphError, match="split_branches: init .prev. does not apply here"):
         mcgraph.rewrite("resnext29_4x16d", fan_in=1, init="prev", input_size=(16, 16))
