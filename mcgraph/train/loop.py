@@ -274,8 +274,8 @@ def _run(cfg: TrainConfig, data: Data | None, given: fx.GraphModule | None, out:
                 "rewrite": model.meta["mcgraph"]["rewrite"]}
         (out / "config.json").write_text(json.dumps(info, indent=2) + "\n")
         (out / "metrics.jsonl").write_text("")
-    frozen_from_start = all(bool(m.frozen) for m in mask_modules(model))
-    net = D.wrap(training_view(model) if frozen_from_start else model, dist, device)
+    learning = any(not bool(m.frozen) for m in mask_modules(model))   # checked once, not per step
+    net = D.wrap(model if learning else training_view(model), dist, device)
     t_start, history, last_acc, stopped = time.perf_counter(), [], None, "done"
 
     def save(name: str, ep: int, b: int) -> None:
@@ -298,8 +298,9 @@ def _run(cfg: TrainConfig, data: Data | None, given: fx.GraphModule | None, out:
                        dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
             b = batch0
             for b, (x, y) in enumerate(batches, start=batch0):
-                if step >= freeze_step and any(not bool(m.frozen) for m in mask_modules(model)):
+                if learning and step >= freeze_step:
                     freeze_masks(model)
+                    learning = False
                     net = D.wrap(training_view(model), dist, device)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
