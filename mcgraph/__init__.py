@@ -4,14 +4,16 @@ Rewrite a ResNet so every block reads a learnable K-sparse masked sum of earlier
 weights and connectivity together, compile away the masks and the unread blocks, export ONNX.
 """
 from .api import CompileReport, compile, count_params, description, load, rewrite, save
-from .errors import McGraphError
-from .ir import ModuleDAG
+from .errors import Interrupted, McGraphError
+from .ir import ModuleDAG, dag_of
 from .masks import MaskConnect, clip_masks_, freeze_masks, mask_parameters
 from .models import create_model, list_models, register_model
-from .passes import export_onnx
+from .passes import export_onnx, run_passes
 from .passes.freeze import freeze
+from .tracing import register_block
 
 __version__ = "0.1.0"
-__all__ = ["CompileReport", "McGraphError", "MaskConnect", "ModuleDAG", "clip_masks_", "compile",
-           "count_params", "create_model", "description", "export_onnx", "freeze", "freeze_masks",
-           "list_models", "load", "mask_parameters", "register_model", "rewrite", "save"]
+__all__ = ["CompileReport", "Interrupted", "McGraphError", "MaskConnect", "ModuleDAG", "clip_masks_",
+           "compile", "count_params", "create_model", "dag_of", "description", "export_onnx",
+           "freeze", "freeze_masks", "list_models", "load", "mask_parameters", "register_block",
+           "register_model", "rewrite", "run_passes", "save"]

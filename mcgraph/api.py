@@ -16,15 +16,16 @@ import torch
 from torch import fx, nn
 
 from .checkpoint import read_checkpoint, write_checkpoint
-from .errors import McGraphError
-from .ir import ModuleDAG
+from .config import RewriteConfig, default
+from .errors import McGraphError, first_line
+from .ir import META, carried_dag, dag_of
 from .masks import mask_modules
 from .models import create_model, model_info
-from .passes import (eliminate_dead, freeze, insert_masks, lower_masks, prune_branches,
-                     split_branches)
-from .passes.find_modules import block_nodes
-from .passes.split_branches import is_grouped_bottleneck
+from .passes import (EliminateDead, FindModules, Freeze, InsertMasks, LowerMasks, PruneBranches,
+                     SplitBranches, probe_input, run_passes)
 from .tracing import annotate_shapes, trace
+
+_RW = RewriteConfig
 
 
 def count_params(model: nn.Module, masks: bool = False) -> int:
@@ -34,30 +35,32 @@ def count_params(model: nn.Module, masks: bool = False) -> int:
 
 
 def description(model: fx.GraphModule) -> dict[str, Any]:
-    """The plain description a checkpoint stores (see :func:`save`)."""
-    meta = model.meta.get("mcgraph")
+    """The plain description a checkpoint stores (see :func:`save`): how to rebuild the model,
+    and its connectivity read from the DAG the graph carries."""
+    meta = model.meta.get(META)
     if not isinstance(meta, dict) or "rewrite" not in meta:
         raise McGraphError("save", "the model was not produced by mcgraph.rewrite")
-    dag = ModuleDAG.from_graph_module(model)
-    masks = {b: {"candidates": dag.candidates(b), "values": [dag.graph.edges[c, b]["mask"]
-                                                             for c in dag.candidates(b)],
-                 "chosen": dag.chosen_inputs(b), "frozen": dag.graph.nodes[b]["frozen"]}
-             for b in dag.blocks()}
+    dag = dag_of(model)
+    masks = {b: {k: v for k, v in dag.entry(b).items() if k != "module"} for b in dag.blocks()}
     return {**meta["rewrite"], "masks": masks}
 
 
-def rewrite(model: nn.Module | str, fan_in: int, init: str = "uniform",
+def rewrite(model: nn.Module | str, fan_in: int, init: str = default(_RW, "init"),
             example_input: torch.Tensor | None = None,
-            modules: Iterable[type | str] | None = None, seed: int = 0, *,
-            num_classes: int = 10, in_channels: int = 3,
+            modules: Iterable[type | str] | None = None, seed: int = default(_RW, "seed"), *,
+            num_classes: int = default(_RW, "num_classes"),
+            in_channels: int = default(_RW, "in_channels"),
             input_size: tuple[int, int] | None = None, weights: str | None = None,
-            mask_grad: str = "normalized", aggregate: str = "mean",
-            level: str = "auto") -> fx.GraphModule:
+            mask_grad: str = default(_RW, "mask_grad"), aggregate: str = default(_RW, "aggregate"),
+            level: str = default(_RW, "level")) -> fx.GraphModule:
     """Trace ``model`` (or build the registered model of that name) and insert masks.
 
     ``level``: ``module`` (masks between residual blocks), ``branch`` (ResNeXt: masks between
     the branches of consecutive blocks) or ``auto`` (branch when every block is a grouped
-    bottleneck). The result is a masked ``fx.GraphModule``; the original model is not modified."""
+    bottleneck). The result is a masked ``fx.GraphModule`` carrying its module DAG
+    (``gm.meta["mcgraph"]["dag"]``); the original model is not modified. Runs trace,
+    annotate_shapes, then the passes find_modules and insert_masks (or split_branches) through
+    the driver, which proves the rewrite when it must preserve outputs (K=1 'prev', K=C 'full')."""
     name = model if isinstance(model, str) else None
     if name is not None:
         info = model_info(name)
@@ -71,38 +74,25 @@ def rewrite(model: nn.Module | str, fan_in: int, init: str = "uniform",
         c = conv.in_channels if conv is not None else in_channels
         example_input = torch.randn(1, c, *(input_size or (32, 32)))
     mods = None if modules is None else list(modules)
-    gm = trace(model, mods)
-    gm = annotate_shapes(gm, example_input)
-    level = _level(gm, mods, level)
-    if level == "branch":
-        gm = split_branches(gm, fan_in=fan_in, init=init, seed=seed, modules=mods,
-                            mask_grad=mask_grad)
-    else:
-        gm = insert_masks(gm, fan_in=fan_in, init=init, seed=seed, modules=mods,
-                          mask_grad=mask_grad, aggregate=aggregate)
-    gm.meta["mcgraph"] = {"rewrite": {
+    mask_pass_args = dict(fan_in=fan_in, init=init, seed=seed, mask_grad=mask_grad)
+    gm = annotate_shapes(trace(model, mods), example_input)
+    gm.meta[META] = {"rewrite": {
         "model": name, "model_kwargs": {"num_classes": num_classes, "in_channels": in_channels},
         "fan_in": int(fan_in), "init": init, "seed": int(seed), "mask_grad": mask_grad,
-        "aggregate": aggregate, "level": level,
-        "input_shape": list(example_input.shape[1:]),
+        "aggregate": aggregate, "level": level, "input_shape": list(example_input.shape[1:]),
         "modules": None if mods is None else [m if isinstance(m, str) else m.__name__ for m in mods],
     }}
-    return gm
-
-
-def _level(gm: fx.GraphModule, modules: list | None, level: str) -> str:
-    if level not in ("auto", "module", "branch"):
-        raise McGraphError("rewrite", f"unknown level '{level}', expected auto, module or branch")
-    if level != "auto":
-        return level
-    mods = dict(gm.named_modules())
-    blocks = [mods[n.target] for n in block_nodes(gm, modules)]
-    return "branch" if blocks and all(is_grouped_bottleneck(b) for b in blocks) else "module"
+    run_passes(gm, [FindModules(mods, level)])
+    found = carried_dag(gm).level
+    gm.meta[META]["rewrite"]["level"] = found
+    mask_pass = (SplitBranches(**mask_pass_args) if found == "branch"
+                 else InsertMasks(**mask_pass_args, aggregate=aggregate))
+    return run_passes(gm, [mask_pass]).graph_module
 
 
 def input_shape(model: fx.GraphModule) -> tuple[int, ...]:
     """One sample's (C, H, W) the model was rewritten for."""
-    return tuple(model.meta["mcgraph"]["rewrite"]["input_shape"])
+    return tuple(model.meta[META]["rewrite"]["input_shape"])
 
 
 @dataclass
@@ -121,35 +111,43 @@ class CompileReport:
     onnx_max_abs_diff: float | None = None
     onnx_ops: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    passes: list[dict[str, Any]] = field(default_factory=list)   # the driver's record per pass
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def compile(model: fx.GraphModule, check_batch: int = 4) -> tuple[fx.GraphModule, CompileReport]:
-    """Freeze the masks, lower them to plain adds, remove dead modules, and check the result.
+def compile_passes(model: fx.GraphModule) -> list:
+    """The compile pipeline for ``model``'s level: freeze, then lower + eliminate dead modules
+    (module level) or prune dead branches (branch level)."""
+    if carried_dag(model, "compile").level == "branch":
+        return [Freeze(), PruneBranches()]
+    return [Freeze(), LowerMasks(), EliminateDead()]
 
-    Returns the slim GraphModule (eval mode, no masks) and a :class:`CompileReport`. The model
-    passed in is not modified."""
+
+def compile(model: fx.GraphModule, check_batch: int = 4) -> tuple[fx.GraphModule, CompileReport]:
+    """Freeze the masks, lower them to plain adds, remove dead modules; every pass is checked.
+
+    Returns the slim GraphModule (eval mode, no masks, carrying its DAG) and a
+    :class:`CompileReport`. The model passed in is not modified."""
     if not mask_modules(model):
         raise McGraphError("compile", f"{model._get_name()} has no masks; rewrite it first")
-    frozen = freeze(copy.deepcopy(model)).eval()
-    dag = ModuleDAG.from_graph_module(frozen)
-    if dag.level == "branch":
-        slim = prune_branches(copy.deepcopy(frozen), dag).eval()
-    else:
-        slim = eliminate_dead(lower_masks(copy.deepcopy(frozen)), dag).eval()
-    shape = input_shape(model)
-    x = torch.randn(check_batch, *shape, generator=torch.Generator().manual_seed(0))
+    gm = copy.deepcopy(model)
+    probe = probe_input(gm, check_batch)
     with torch.no_grad():
-        ref, out = frozen(x), slim(x)
+        ref = gm.eval()(probe)                     # eval of the masked model = the frozen model
+    result = run_passes(gm, compile_passes(gm), probe)
+    slim = result.graph_module.eval()
+    with torch.no_grad():
+        out = slim(probe)
+    dag = dag_of(slim)
+    dead = dag.dead_modules()
     report = CompileReport(
         params_before=count_params(model), params_after=count_params(slim),
         mask_params=count_params(model, masks=True), modules_before=len(dag.blocks()),
-        modules_after=len(dag.blocks()) - len(dag.dead_modules()), removed=dag.dead_modules(),
-        input_shape=list(shape), max_abs_diff=float((ref - out).abs().max()),
-        output_scale=float(ref.abs().max()))
-    slim.meta["mcgraph"] = {**model.meta["mcgraph"], "dag": dag.to_dict(), "removed": report.removed}
+        modules_after=len(dag.blocks()) - len(dead), removed=dead, input_shape=list(input_shape(model)),
+        max_abs_diff=float((ref - out).abs().max()), output_scale=float(ref.abs().max()),
+        passes=[asdict(r) for r in result.records])
     return slim, report
 
 
@@ -173,8 +171,7 @@ def load(path: str | os.PathLike | dict[str, Any], model: nn.Module | None = Non
                      **d["model_kwargs"])
         gm.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise McGraphError(where, f"checkpoint does not describe a loadable model: {first[:200]}") from None
+        raise McGraphError(where, f"checkpoint does not describe a loadable model: {first_line(e)}") from None
     for m in mask_modules(gm):
         if bool(m.frozen):
             m.mask.requires_grad_(False)

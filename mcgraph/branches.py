@@ -20,6 +20,18 @@ from torch import nn
 
 from .masks import KHotMask, process_grad
 
+_PARTS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "downsample")
+
+
+def is_grouped_bottleneck(module: nn.Module) -> bool:
+    """conv1 and conv3 1x1, stride 1, no bias (the branch rewrite runs them as matmuls);
+    conv2 grouped."""
+    if not all(hasattr(module, p) for p in _PARTS):
+        return False
+    pointwise = all(isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.stride == (1, 1)
+                    and c.bias is None and c.groups == 1 for c in (module.conv1, module.conv3))
+    return pointwise and isinstance(module.conv2, nn.Conv2d) and module.conv2.groups > 1
+
 
 class _StraightThrough(torch.autograd.Function):
     """Forward: the K-hot matrix. Backward: dL/dM goes to m~ (row-wise gradient mode)."""

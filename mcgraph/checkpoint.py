@@ -8,35 +8,21 @@ directory, then ``os.replace``: an interrupted write never leaves a half-written
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import McGraphError
+from .io import atomic_path
 
 FORMAT, VERSION = "mcgraph", 1
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise McGraphError("save", f"output directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)       # mkstemp makes 0600; checkpoints follow the umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path, "save") as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def write_checkpoint(path: str | os.PathLike, description: dict[str, Any],

@@ -1,7 +1,54 @@
-"""Configs: frozen dataclasses. The CLI only turns options into one of these and calls the library."""
+"""Configs: frozen dataclasses, each the single source of its defaults, validated on creation.
+
+The CLI derives its options' defaults and choices from these (:func:`default`, :func:`choices`)
+and only turns options into a config before calling the library.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import typing
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, Literal
+
+from .errors import McGraphError
+from .masks import Aggregate, Init, MaskGrad
+
+Level = Literal["auto", "module", "branch"]
+
+
+MISSING_DEFAULT = MISSING
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of dataclass ``cls`` (one place for every default);
+    ``MISSING_DEFAULT`` for a required field."""
+    f = cls.__dataclass_fields__[name]
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:          # type: ignore[misc]
+        return f.default_factory()                # type: ignore[misc]
+    return MISSING
+
+
+def choices(cls: type, name: str) -> tuple[str, ...]:
+    """The allowed values of a ``Literal`` field (``Literal[...] | None``: the same); () if none."""
+    hint = typing.get_type_hints(cls)[name]
+    if typing.get_origin(hint) is not Literal:
+        hint = next((a for a in typing.get_args(hint) if typing.get_origin(a) is Literal), None)
+    return tuple(typing.get_args(hint)) if hint is not None else ()
+
+
+def validate_literals(cfg: Any, where: str) -> None:
+    """Every ``Literal`` field of ``cfg`` holds one of its values (None where the field allows)."""
+    for f in fields(cfg):
+        allowed, value = choices(type(cfg), f.name), getattr(cfg, f.name)
+        if allowed and value not in allowed and value is not None:
+            raise McGraphError(where, f"{f.name} must be one of {', '.join(allowed)}, got '{value}'",
+                               f.name)
+
+
+def check(ok: bool, where: str, option: str, message: str) -> None:
+    if not ok:
+        raise McGraphError(where, f"{option} {message}", option)
 
 
 @dataclass(frozen=True)
@@ -9,15 +56,22 @@ class RewriteConfig:
     model: str
     fan_in: int
     out: str
-    init: str = "uniform"
+    init: Init = "uniform"
     num_classes: int = 10
     in_channels: int = 3
     input_size: tuple[int, int] | None = None   # None: the model's default (32x32 CIFAR, 224x224)
     seed: int = 0
     weights: str | None = None
     modules: tuple[str, ...] | None = None       # block type names or qualified names
-    mask_grad: str = "normalized"                # normalized | centered | raw (see MaskConnect)
-    aggregate: str = "mean"                      # mean | sum (see MaskConnect)
+    mask_grad: MaskGrad = "normalized"           # see KHotMask
+    aggregate: Aggregate = "mean"                # see MaskConnect
+    level: Level = "auto"                        # module | branch | auto (branch for ResNeXt)
+
+    def __post_init__(self) -> None:
+        validate_literals(self, "rewrite")
+        check(self.fan_in >= 1, "rewrite", "fan_in", f"(K) must be >= 1, got {self.fan_in}")
+        check(self.num_classes >= 1 and self.in_channels >= 1, "rewrite", "num_classes",
+              "and in_channels must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -29,3 +83,9 @@ class CompileConfig:
     opset: int = 18
     batch_sizes: tuple[int, ...] = (1, 4)       # onnxruntime is checked at each
     tolerance: float = 1e-4                      # relative to the output scale (DESIGN §4)
+
+    def __post_init__(self) -> None:
+        check(self.opset >= 18, "compile", "opset", f"must be >= 18, got {self.opset}")
+        check(bool(self.batch_sizes) and min(self.batch_sizes) >= 1, "compile", "batch_sizes",
+              f"must be positive, got {self.batch_sizes}")
+        check(self.tolerance > 0, "compile", "tolerance", f"must be > 0, got {self.tolerance}")

@@ -14,10 +14,12 @@ import torch
 
 from . import deploy
 from .api import compile, load
-from .config import CompileConfig
-from .ir import ModuleDAG
+from .config import check, validate_literals
+from .device import DeviceName
+from .ir import dag_of
+from .jobs import verify_onnx
+from .masks import Init
 from .passes import export_onnx
-from .pipeline import verify_onnx
 from .train.config import TrainConfig
 
 
@@ -27,17 +29,22 @@ class DemoConfig:
     data: str = "fashion-mnist"
     data_dir: str | None = None
     fan_in: int = 1                     # K=1 prunes: every unread block is deleted at compile
-    init: str | None = None             # None: 'uniform', the trainer's default
+    init: Init | None = None            # None: 'uniform', the trainer's default
     epochs: int = 4
     batch_size: int = 128
     lr: float = 0.1
     mask_lr: float = 0.05
     freeze_at: float = 0.3
     out: str = "demo-out"
-    device: str = "auto"
+    device: DeviceName = "auto"
     seed: int = 0
     max_train_samples: int | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        validate_literals(self, "demo")
+        for name in ("epochs", "batch_size", "fan_in"):
+            check(getattr(self, name) >= 1, "demo", name, f"must be >= 1, got {getattr(self, name)}")
 
 
 def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
@@ -60,7 +67,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
     masked = load(ckpt)
     slim, report = compile(masked)
     onnx_path = export_onnx(slim, out / "model.onnx", tuple(report.input_shape))
-    report.onnx_max_abs_diff = verify_onnx(masked, onnx_path, CompileConfig(str(ckpt), str(onnx_path)))
+    report.onnx_max_abs_diff = verify_onnx(masked, onnx_path)
     # the original wiring (every block present, K=1 'prev'), for size and latency side by side
     full = _original_onnx(masked, out / "original.onnx")
     log("[3/4] evaluate in PyTorch and in onnxruntime")
@@ -73,7 +80,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
         sess = deploy.make_session(path, device=cfg.device)
         lat[name] = (deploy.latency_ms(sess, (1, *shape), repeats=50),
                      deploy.latency_ms(sess, (64, *shape), repeats=20))
-    png = plot_connectivity(ModuleDAG.from_graph_module(masked), out / "connectivity.png",
+    png = plot_connectivity(dag_of(masked), out / "connectivity.png",
                             title=f"{cfg.model} K={cfg.fan_in} on {cfg.data}")
     result = {
         "model": cfg.model, "fan_in": cfg.fan_in, "epochs": cfg.epochs,

@@ -14,8 +14,8 @@ from .errors import McGraphError
 
 def evaluate_path(path: str, data: str, data_dir: str | None = None, batch_size: int = 500,
                   device: str = "auto", max_samples: int | None = None) -> dict[str, Any]:
+    from .device import resolve_device
     from .train.data import load_data, make_loader
-    from .train.loop import resolve_device
     ds = load_data(data, data_dir)
     spec = ds.spec
     want = (spec.in_channels, *spec.input_size)
@@ -41,7 +41,7 @@ def evaluate_path(path: str, data: str, data_dir: str | None = None, batch_size:
     else:
         from .api import load
         from .train.metrics import evaluate
-        dev = resolve_device(device)
+        dev = resolve_device(device, "eval")
         model = load(path)
         shape = model.meta["mcgraph"]["rewrite"]["input_shape"]
         if list(shape) != list(want):

@@ -11,14 +11,17 @@ anyway (saved by reference, never copied), so activation memory stays linear in 
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Literal, Sequence, get_args
 
 import torch
 from torch import nn
 
-INITS = ("uniform", "prev", "random", "full")
-GRADS = ("normalized", "centered", "raw")
-AGGREGATES = ("mean", "sum")
+Init = Literal["uniform", "prev", "random", "full"]
+MaskGrad = Literal["normalized", "centered", "raw"]
+Aggregate = Literal["mean", "sum"]
+INITS: tuple[str, ...] = get_args(Init)
+GRADS: tuple[str, ...] = get_args(MaskGrad)
+AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 UNIFORM_VALUE = 0.5  # 'uniform' init: every entry equal, mid-range so it can move both ways
 
 
@@ -203,6 +206,13 @@ class KHotMask(nn.Module):
         hot = torch.zeros(self.rows, self.num_candidates, dtype=torch.bool)
         hot.scatter_(1, self.selected_rows(), True)
         return hot.view(self.mask.shape)
+
+    def eval_binary(self) -> torch.Tensor:
+        """(rows, n) bool: what eval reads (the frozen set, else top-K of m~), whatever the mode."""
+        if bool(self.frozen):
+            return self.chosen.cpu().view(self.rows, -1).clone()
+        hot = torch.zeros(self.rows, self.num_candidates, dtype=torch.bool)
+        return hot.scatter_(1, self.topk_rows(), True)
 
     @property
     def learning(self) -> bool:

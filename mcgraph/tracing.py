@@ -1,8 +1,9 @@
 """torch.fx tracing that keeps residual blocks whole, plus shape annotation.
 
-A *module* in MaskConnect's sense is a residual block: torchvision's BasicBlock/Bottleneck, the
-CIFAR block of :mod:`mcgraph.models`, or any type or qualified name the user passes. Those stay
-leaves (one ``call_module`` node each) so later passes can rewire their inputs.
+A *module* in MaskConnect's sense is a residual block: a type registered with
+:func:`register_block` (the model zoo registers torchvision's BasicBlock/Bottleneck and its own
+CIFAR blocks), or any type or qualified name the user passes. Those stay leaves (one
+``call_module`` node each) so later passes can rewire their inputs. The tracer knows no model.
 """
 from __future__ import annotations
 
@@ -12,15 +13,27 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .errors import McGraphError
+from .errors import McGraphError, first_line
+
+_BLOCK_TYPES: list[type] = []
+
+
+def register_block(cls: type) -> type:
+    """Decorator (or call): instances of ``cls`` count as MaskConnect modules by default."""
+    if cls not in _BLOCK_TYPES:
+        _BLOCK_TYPES.append(cls)
+    return cls
 
 
 def default_block_types() -> tuple[type, ...]:
-    from torchvision.models.resnet import BasicBlock, Bottleneck
+    return tuple(_BLOCK_TYPES)
 
-    from .models import CifarBasicBlock
-    from .resnext import ResNeXtBottleneck
-    return (BasicBlock, Bottleneck, CifarBasicBlock, ResNeXtBottleneck)
+
+def describe_blocks(modules: Iterable[type | str] | None) -> str:
+    """What a block search looked for, for error messages."""
+    if modules:
+        return "module types/names " + ", ".join(m if isinstance(m, str) else m.__name__ for m in modules)
+    return "/".join(t.__name__ for t in _BLOCK_TYPES) or "registered block types (none registered)"
 
 
 def is_block(module: nn.Module, qualname: str, modules: Iterable[type | str] | None) -> bool:
@@ -55,9 +68,8 @@ def trace(model: nn.Module, modules: Iterable[type | str] | None = None) -> fx.G
     try:
         graph = tracer.trace(model)
     except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError ...
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise McGraphError("trace", f"{type(model).__name__} cannot be traced by torch.fx "
-                                    f"({type(e).__name__}: {first[:200]})") from None
+                                    f"({type(e).__name__}: {first_line(e)})") from None
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     return gm
 
@@ -70,9 +82,8 @@ def annotate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> fx.Graph
         with torch.no_grad():
             ShapeProp(gm).propagate(example_input)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise McGraphError("annotate_shapes", f"example input of shape {tuple(example_input.shape)} "
-                                              f"does not run through the model: {first[:200]}") from None
+                                              f"does not run through the model: {first_line(e)}") from None
     finally:
         gm.train(was_training)
     return gm

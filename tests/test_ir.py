@@ -1,11 +1,11 @@
 import networkx as nx
 
 from mcgraph import ModuleDAG
-from mcgraph.ir import HEAD
+from mcgraph.ir import HEAD, dag_of
 
 
 def test_json_round_trip(masked_resnet20):
-    dag = ModuleDAG.from_graph_module(masked_resnet20(fan_in=2, init="random", seed=5))
+    dag = dag_of(masked_resnet20(fan_in=2, init="random", seed=5))
     back = ModuleDAG.from_json(dag.to_json())
     assert back == dag and back.dead_modules() == dag.dead_modules()
     assert len(dag.blocks()) == 9 and dag.graph.number_of_edges() == 45 + 1   # + last -> head
@@ -14,7 +14,7 @@ def test_json_round_trip(masked_resnet20):
 
 
 def _dag(chosen):
-    g = nx.DiGraph()
+    g = nx.DiGraph(level="module")
     g.add_node("stem", kind="source", index=-1)
     for i, b in enumerate("abcd"):
         g.add_node(b, kind="block", index=i)

@@ -1,25 +1,35 @@
 """The ``mcgraph`` command line: options -> config dataclass -> library call, nothing more."""
 from __future__ import annotations
 
+import re
 import sys
 
 import click
 
-from ..errors import McGraphError
+from ..errors import Interrupted, McGraphError
+
+
+def cli_message(e: McGraphError) -> str:
+    """The library speaks Python (``freeze_at``, ``resume=True``); the CLI shows the flags."""
+    msg = str(e)
+    options = (e.option,) if isinstance(e.option, str) else (e.option or ())
+    for opt in options:
+        flag = "--" + opt.replace("_", "-")
+        msg = re.sub(rf"(?<![\w-]){re.escape(opt)}(=True)?(?![\w-])", flag, msg)
+    return msg
 
 
 class _Group(click.Group):
     """Every failure ends in one line on stderr and a non-zero exit, never a traceback."""
 
     def invoke(self, ctx: click.Context):
-        from ..train.loop import Interrupted
         try:
             return super().invoke(ctx)
         except Interrupted as e:          # state saved; conventional exit code of SIGINT
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {cli_message(e)}", err=True)
             sys.exit(130)
         except McGraphError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {cli_message(e)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)

@@ -42,3 +42,17 @@ def _fmt(v: Any) -> str:
 
 def emit_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def config_option(cls: type, name: str, *decls: str, **kw: Any):
+    """A click option whose default (and, for ``Literal`` fields, choices) come from the config
+    dataclass ``cls``: one source for every default. ``decls`` default to ``--field-name``."""
+    from ..config import MISSING_DEFAULT, choices, default
+    d = default(cls, name) if name in cls.__dataclass_fields__ else MISSING_DEFAULT
+    allowed = choices(cls, name)
+    if allowed and "type" not in kw and not kw.get("is_flag"):
+        kw["type"] = click.Choice(allowed)
+    if d is not MISSING_DEFAULT and "default" not in kw:
+        kw["default"] = d
+        kw.setdefault("show_default", d is not None)
+    return click.option(*(decls or (f"--{name.replace('_', '-')}",)), name, **kw)

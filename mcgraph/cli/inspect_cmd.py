@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from ..api import load
-from ..ir import ModuleDAG
+from ..io import check_out_path
+from ..ir import dag_of
 from . import main
 from ._common import emit_json, table
 
@@ -16,28 +17,21 @@ from ._common import emit_json, table
               help="Also draw the DAG and the mask heat map into this PNG.")
 def inspect_cmd(checkpoint, as_json, png):
     """Show the connectivity: per module its candidates, mask values and chosen inputs."""
-    from ..pipeline import check_out_path
     if png:
         check_out_path(png, "inspect")
-    dag = ModuleDAG.from_graph_module(load(checkpoint))
+    dag = dag_of(load(checkpoint))
     if png:
         from ..plot import plot_connectivity
         plot_connectivity(dag, png, title=checkpoint)
     if as_json:
-        emit_json({"modules": [_entry(dag, b) for b in dag.blocks()],
+        emit_json({"modules": [dag.entry(b) for b in dag.blocks()],
                    "dead": dag.dead_modules(), "dag": dag.to_dict()})
         return
     rows = []
     for b in dag.blocks():
-        e = _entry(dag, b)
+        e = dag.entry(b)
         vals = " ".join(f"{v:.2f}" for v in e["values"])
         rows.append([b, len(e["candidates"]), ", ".join(e["chosen"]), vals])
     click.echo(table(rows, ["module", "candidates", "chosen inputs", "mask values (candidate order)"]))
     dead = dag.dead_modules()
     click.echo(f"dead after freeze: {', '.join(dead) if dead else 'none'}")
-
-
-def _entry(dag: ModuleDAG, b: str) -> dict:
-    return {"module": b, "candidates": dag.candidates(b),
-            "values": [dag.graph.edges[c, b]["mask"] for c in dag.candidates(b)],
-            "chosen": dag.chosen_inputs(b), "frozen": dag.graph.nodes[b]["frozen"]}

@@ -1,13 +1,21 @@
-"""Graph passes, one per file. Analysis passes annotate ``node.meta``; rewrite passes return a
-linted, recompiled GraphModule."""
-from .eliminate_dead import eliminate_dead
-from .export_onnx import export_onnx
-from .find_modules import find_modules
-from .freeze import freeze
-from .insert_masks import insert_masks
-from .lower_masks import lower_masks
-from .prune_branches import prune_branches
-from .split_branches import split_branches
+"""Graph passes, one per file, all of one shape: ``(gm) -> PassResult(gm, modified)``.
 
-__all__ = ["eliminate_dead", "export_onnx", "find_modules", "freeze", "insert_masks", "lower_masks",
-           "prune_branches", "split_branches"]
+:func:`run_passes` runs a pipeline of them (lint, recompile, requires/ensures, DAG and output
+checks); the lowercase functions run one pass through it.
+"""
+from .base import EXACT, GraphPass, PassResult
+from .driver import PassRecord, PipelineResult, probe_input, run_passes
+from .eliminate_dead import EliminateDead, eliminate_dead
+from .export_onnx import export_onnx
+from .find_modules import FindModules, find_modules
+from .freeze import Freeze, freeze
+from .insert_masks import InsertMasks, insert_masks
+from .lower_masks import LowerMasks, lower_masks
+from .prune_branches import PruneBranches, prune_branches
+from .split_branches import SplitBranches, split_branches
+
+__all__ = ["EXACT", "EliminateDead", "FindModules", "Freeze", "GraphPass", "InsertMasks",
+           "LowerMasks", "PassRecord", "PassResult", "PipelineResult", "PruneBranches",
+           "SplitBranches", "eliminate_dead", "export_onnx", "find_modules", "freeze",
+           "insert_masks", "lower_masks", "probe_input", "prune_branches", "run_passes",
+           "split_branches"]

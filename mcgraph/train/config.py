@@ -1,10 +1,18 @@
-"""Training configuration: a frozen dataclass the CLI fills and the trainer reads."""
+"""Training configuration: a frozen dataclass, the single source of its defaults, validated on
+creation (``__post_init__``); the CLI derives its options from it and the trainer reads it."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
-CONNECTIVITY = ("learned", "fixed-prev", "fixed-full", "fixed-random")
+from ..config import check, validate_literals
+from ..device import DeviceName
+from ..masks import Aggregate, Init, MaskGrad
+
+Connectivity = Literal["learned", "fixed-prev", "fixed-full", "fixed-random"]
+Schedule = Literal["cosine", "step"]
+CONNECTIVITY: tuple[str, ...] = get_args(Connectivity)
+WHERE = "train"
 
 
 @dataclass(frozen=True)
@@ -14,22 +22,22 @@ class TrainConfig:
     data_dir: str | None = None
     out: str = "runs/default"
     fan_in: int = 2                     # K, for a model given by name
-    init: str | None = None             # None: 'uniform' when learned, else the rule's own
-    connectivity: str = "learned"
+    init: Init | None = None            # None: 'uniform' when learned, else the rule's own
+    connectivity: Connectivity = "learned"
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1                     # weights: SGD, Nesterov momentum
     momentum: float = 0.9
     weight_decay: float = 5e-4          # weights only, never the masks
-    schedule: str = "cosine"            # cosine | step (x0.1 at 50% and 75% of the steps)
+    schedule: Schedule = "cosine"       # cosine | step (x0.1 at 50% and 75% of the steps)
     warmup_steps: int = 0
     mask_lr: float = 0.05               # masks: plain SGD, no momentum, no weight decay
     mask_momentum: float = 0.0
-    mask_grad: str = "normalized"       # normalized | centered | raw (see MaskConnect)
-    aggregate: str = "mean"             # mean | sum of the K inputs (see MaskConnect)
+    mask_grad: MaskGrad = "normalized"  # see KHotMask
+    aggregate: Aggregate = "mean"       # mean | sum of the K inputs (see MaskConnect)
     freeze_at: float = 0.5              # fraction of the training steps after which masks freeze
     label_smoothing: float = 0.0
-    device: str = "auto"                # auto | cpu | cuda
+    device: DeviceName = "auto"         # auto | cpu | cuda
     channels_last: bool | None = None   # None: on (faster for these convs on CPU and GPU)
     amp: bool | None = None             # None: autocast on CUDA only
     seed: int = 0
@@ -39,6 +47,19 @@ class TrainConfig:
     max_test_samples: int | None = None
     eval_batch_size: int = 500
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        validate_literals(self, WHERE)
+        for name in ("epochs", "batch_size", "eval_batch_size", "fan_in"):
+            check(getattr(self, name) >= 1, WHERE, name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "mask_lr", "weight_decay", "momentum", "mask_momentum",
+                     "label_smoothing", "warmup_steps"):
+            check(getattr(self, name) >= 0, WHERE, name, f"must be >= 0, got {getattr(self, name)}")
+        for name in ("max_steps", "max_train_samples", "max_test_samples"):
+            v = getattr(self, name)
+            check(v is None or v >= 1, WHERE, name, f"must be >= 1, got {v}")
+        check(0.0 <= self.freeze_at <= 1.0, WHERE, "freeze_at",
+              f"is a fraction of the training steps in [0, 1], got {self.freeze_at}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -33,7 +33,7 @@ CACHE_DIR = Path.home() / ".cache" / "mcgraph"  # torchvision download fallback 
 
 _FMNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-_INSTALL_FMNIST = "install them with 'apt-get install dataset-fashion-mnist' or pass --data-dir"
+_INSTALL_FMNIST = "install them with 'apt-get install dataset-fashion-mnist' or pass data_dir"
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def _fmnist_dir(data_dir: str | None) -> Path:
             pass
         if not complete(cache):
             raise McGraphError("data", f"fashion-mnist: files not found in {FASHION_MNIST_DIR}; "
-                                       f"{_INSTALL_FMNIST}")
+                                       f"{_INSTALL_FMNIST}", "data_dir")
     return cache
 
 
@@ -197,13 +197,13 @@ def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[torch.Tensor, torch
 def _load_cifar(name: str, data_dir: str | None) -> Data:
     folder, train_files, test_files, key, classes, mean, std = _CIFAR[name]
     if data_dir is None:
-        raise McGraphError("data", f"{name} needs --data-dir pointing at a directory "
-                                   f"containing {folder}")
+        raise McGraphError("data", f"{name} needs data_dir pointing at a directory "
+                                   f"containing {folder}", "data_dir")
     base = Path(data_dir)
     d = base / folder if (base / folder).is_dir() else base   # parent or the folder itself
     if not (d / test_files[0]).is_file():
         raise McGraphError("data", f"{name}: {folder}/{test_files[0]} not found in {base}; "
-                                   f"pass --data-dir pointing at a directory containing {folder}")
+                                   f"pass data_dir pointing at a directory containing {folder}", "data_dir")
     splits = {}
     for split, files in (("train", train_files), ("test", test_files)):
         parts = [_read_cifar_batch(d / f, key) for f in files]

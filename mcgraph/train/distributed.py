@@ -50,10 +50,6 @@ def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def all_sum(values: list[float], d: Dist, device: torch.device) -> list[float]:
     if not d.enabled:
         return values

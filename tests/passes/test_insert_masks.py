@@ -7,7 +7,7 @@ import mcgraph
 from helpers import assert_same_outputs, eval_outputs, rand
 from mcgraph import McGraphError, create_model
 from mcgraph.masks import mask_modules
-from mcgraph.passes.insert_masks import adapter_stride
+from mcgraph.passes.find_modules import adapter_stride
 
 
 @pytest.mark.parametrize("name,shape", [("resnet18", (3, 32, 32)), ("resnet50", (3, 32, 32)),

@@ -7,7 +7,8 @@ import torch
 
 import mcgraph
 from helpers import assert_same_outputs, eval_outputs, rand
-from mcgraph import ModuleDAG, count_params, deploy
+from mcgraph import count_params, deploy
+from mcgraph.ir import dag_of
 from mcgraph.branches import BranchBlock
 from mcgraph.passes import freeze, prune_branches
 
@@ -23,8 +24,8 @@ def _branch_params(bb: BranchBlock) -> int:
 def compiled(tmp_path_factory):
     gm = mcgraph.rewrite("resnext29_4x16d", fan_in=1, init="random", seed=3, input_size=(16, 16))
     frozen = freeze(copy.deepcopy(gm)).eval()
-    dag = ModuleDAG.from_graph_module(frozen)
-    slim = prune_branches(copy.deepcopy(frozen), dag).eval()
+    dag = dag_of(frozen)
+    slim = prune_branches(copy.deepcopy(frozen)).eval()
     path = mcgraph.export_onnx(slim, tmp_path_factory.mktemp("rx") / "slim.onnx", (3, 16, 16))
     return frozen, dag, slim, path
 

@@ -145,7 +145,7 @@ def test_fashion_mnist_absent_everywhere_says_what_to_install(tmp_path, monkeypa
     monkeypatch.setattr(data_mod, "FASHION_MNIST_DIR", str(tmp_path / "none"))
     monkeypatch.setattr(data_mod, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", no_download)
-    with pytest.raises(McGraphError, match="apt-get install dataset-fashion-mnist.*--data-dir"):
+    with pytest.raises(McGraphError, match="apt-get install dataset-fashion-mnist.*data_dir"):
         load_data("fashion-mnist")
 
 
@@ -201,7 +201,7 @@ def test_cifar_refuses_code_in_pickle(tmp_path):
 
 
 def test_cifar_needs_data_dir(tmp_path):
-    with pytest.raises(McGraphError, match="cifar10 needs --data-dir .*cifar-10-batches-py"):
+    with pytest.raises(McGraphError, match="cifar10 needs data_dir .*cifar-10-batches-py"):
         load_data("cifar10")
     with pytest.raises(McGraphError, match="cifar-100-python"):
         load_data("cifar100", data_dir=str(tmp_path))

@@ -104,7 +104,7 @@ def test_ctrl_c_saves_and_resumes(tmp_path, synthetic):
     timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
-        with pytest.raises(Interrupted, match="continue with --resume"):
+        with pytest.raises(Interrupted, match="continue with resume=True"):
             train(cfg, data=synthetic)
     finally:
         timer.cancel()
@@ -170,7 +170,7 @@ def test_learned_run_writes_its_files(tmp_path, synthetic):
 
 
 def test_device_fallback_and_errors(tmp_path, synthetic):
-    from mcgraph.train.loop import resolve_device
+    from mcgraph.device import resolve_device
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(McGraphError, match="no CUDA device"):

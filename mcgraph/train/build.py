@@ -1,0 +1,84 @@
+"""The model a training run trains: rewritten from a name or loaded, wired by a fixed rule or
+left to learn, and, once its masks freeze, the lowered view of it that fine-tuning runs on."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import fx
+
+from ..api import load, rewrite
+from ..errors import McGraphError
+from ..ir import META, carried_dag
+from ..masks import mask_modules
+from ..passes import EliminateDead, LowerMasks, run_passes
+from .config import TrainConfig
+from .data import DataSpec
+
+WHERE = "train"
+
+
+def build_model(cfg: TrainConfig, spec: DataSpec) -> fx.GraphModule:
+    """A masked model for ``spec``: rewritten from a registered name, or loaded from a .pt."""
+    want = [spec.in_channels, *spec.input_size]
+    if cfg.model.endswith(".pt") or Path(cfg.model).is_file():
+        gm = load(cfg.model)
+        rw = gm.meta[META]["rewrite"]
+        if list(rw["input_shape"]) != want:
+            raise McGraphError(WHERE, f"{cfg.model} was rewritten for inputs {rw['input_shape']} "
+                                      f"but {spec.name} has {want}; rewrite it with in_channels="
+                                      f"{want[0]}, input_size=({want[1]}, {want[2]})")
+        if rw["model_kwargs"]["num_classes"] != spec.num_classes:
+            raise McGraphError(WHERE, f"{cfg.model} has {rw['model_kwargs']['num_classes']} classes, "
+                                      f"{spec.name} has {spec.num_classes}")
+    else:
+        kw = dict(seed=cfg.seed, num_classes=spec.num_classes, in_channels=spec.in_channels,
+                  input_size=spec.input_size, mask_grad=cfg.mask_grad, aggregate=cfg.aggregate)
+        mode = cfg.connectivity
+        if mode == "fixed-prev":
+            gm = rewrite(cfg.model, 1, "prev", **kw)
+        elif mode == "fixed-full":
+            probe = rewrite(cfg.model, 1, "full", **kw)
+            gm = rewrite(cfg.model, max(m.num_candidates for m in mask_modules(probe)), "full", **kw)
+        else:
+            init = cfg.init or ("random" if mode == "fixed-random" else "uniform")
+            gm = rewrite(cfg.model, cfg.fan_in, init, **kw)
+    return apply_connectivity(gm, cfg.connectivity, cfg.seed)
+
+
+def apply_connectivity(gm: fx.GraphModule, mode: str, seed: int) -> fx.GraphModule:
+    """Freeze the masks by a fixed rule (``fixed-*``); ``learned`` leaves them to training."""
+    for m in mask_modules(gm):
+        n, k = m.num_candidates, m.fan_in
+        if mode == "fixed-prev":
+            if k != 1 or m.rows != 1:
+                raise McGraphError(WHERE, f"fixed-prev reads only the previous block (K=1, "
+                                          f"module level); {m.target} has K={k}", "connectivity")
+            m.freeze([n - 1])          # the last candidate is the block's original input
+        elif mode == "fixed-full":
+            if k < n:
+                raise McGraphError(WHERE, f"fixed-full reads every candidate; {m.target} has "
+                                          f"K={k} < {n} candidates", "connectivity")
+            m.freeze([list(range(n))] * m.rows)
+        elif mode == "fixed-random":   # K inputs per row drawn once, uniformly, never changed
+            g = torch.Generator().manual_seed(seed * 7919 + m.index)
+            m.freeze([torch.randperm(n, generator=g)[:k].tolist() for _ in range(m.rows)])
+    return gm
+
+
+def training_view(model: fx.GraphModule) -> fx.GraphModule:
+    """Once every mask is frozen: the lowered graph without dead blocks, sharing its parameters
+    with ``model`` (so training it trains ``model``, and checkpoints of ``model`` see it). Dead
+    blocks are no longer computed and the masked sums become plain adds; the passes run through
+    the driver, which checks the view computes what ``model`` computes. Branch-level models
+    (whose pruning slices parameters into new tensors) train as they are."""
+    dag = carried_dag(model, WHERE)
+    if dag.level == "branch":
+        return model
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(model.graph, {}))
+    view = fx.GraphModule(model, graph)        # new containers, the same leaf modules
+    view.meta[META] = {**model.meta[META], "dag": copy.deepcopy(dag)}   # the view's own DAG
+    view = run_passes(view, [LowerMasks(), EliminateDead()]).graph_module
+    return view.train(model.training)
