@@ -173,6 +173,6 @@ def load(path: str | os.PathLike | dict[str, Any], model: nn.Module | None = Non
     except (KeyError, TypeError, RuntimeError) as e:
         raise McGraphError(where, f"checkpoint does not describe a loadable model: {first_line(e)}") from None
     for m in mask_modules(gm):
-        if bool(m.frozen):
+        if m.is_frozen:
             m.mask.requires_grad_(False)
     return gm

@@ -58,7 +58,7 @@ class BranchMask(KHotMask):
 
     def forward(self) -> torch.Tensor:
         """The K-hot C x C matrix this step uses (float), with a straight-through gradient."""
-        hot = self.binary().to(self.mask.dtype).to(self.mask.device)
+        hot = self.binary().to(self.mask.dtype).to(self.mask.device, non_blocking=True)
         if not self.learning:
             return hot
         self.step += 1

@@ -83,7 +83,7 @@ class ModuleDAG:
     def _fill(self, gm: nn.Module, keep: bool) -> None:
         mods = dict(gm.named_modules())
         hot = {p: (mods[p].eval_binary(), mods[p].mask.detach().float().cpu().view(mods[p].rows, -1),
-                   bool(mods[p].frozen))
+                   mods[p].is_frozen)
                for p in self.selectors() if isinstance(mods.get(p), KHotMask)}
         frozen: dict[str, bool] = {}
         for a, b, d in self.graph.edges(data=True):

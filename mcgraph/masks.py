@@ -158,6 +158,38 @@ class KHotMask(nn.Module):
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
         self.register_buffer("chosen", torch.zeros(shape, dtype=torch.bool))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        # Host mirrors of the sampling state. Reading the buffers (or m~) from a GPU every
+        # forward costs a device sync per mask, which serializes a CUDA step; the buffers stay
+        # the checkpointed truth and are kept equal (freeze, forward, load_state_dict).
+        self._frozen_h, self._step_h = False, 0
+        self._chosen_h = torch.zeros(rows, n, dtype=torch.bool)
+        self._values_h: torch.Tensor | None = None
+        self._values_key: tuple[int, int] | None = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "frozen" in state_dict:
+            self._frozen_h = bool(state_dict[prefix + "frozen"])
+            self._step_h = int(state_dict[prefix + "step"])
+            self._chosen_h = state_dict[prefix + "chosen"].detach().cpu().view(self.rows, -1).clone()
+        self._values_key = None
+
+    def set_step(self, step: int) -> None:
+        """Set the draw counter (the next training forward draws with ``step``)."""
+        self._step_h = int(step)
+        self.step.fill_(self._step_h)
+
+    @property
+    def is_frozen(self) -> bool:
+        """Whether the binary mask is fixed (read without touching the device)."""
+        return self._frozen_h
+
+    def _key(self) -> tuple[int, int]:
+        return (self.mask._version, self.mask.data_ptr())   # changes with every in-place update
+
+    def set_host_values(self, values: torch.Tensor) -> None:
+        """Give m~'s current values (any shape, on the CPU): see :func:`sync_masks_to_host`."""
+        self._values_h, self._values_key = values.float().view(self.rows, -1), self._key()
 
     def _init_values(self, init: str, rows: int, n: int, prev: int | None) -> torch.Tensor:
         if init == "uniform":
@@ -176,7 +208,10 @@ class KHotMask(nn.Module):
         return self.mask.shape[-1]
 
     def _m2(self) -> torch.Tensor:
-        return self.mask.detach().float().cpu().view(self.rows, -1)
+        """m~ as (rows, n) on the CPU: the mirror when it is current, else one device read."""
+        if self._values_key != self._key():
+            self.set_host_values(self.mask.detach().float().cpu())
+        return self._values_h  # type: ignore[return-value]
 
     def topk_rows(self) -> torch.Tensor:
         """(rows, K): top-K of each row of m~, ties broken by index (stable), sorted."""
@@ -188,7 +223,7 @@ class KHotMask(nn.Module):
 
         Gumbel-top-k: top-K of log m~ + Gumbel noise. Zero entries get log(1e-12), so they are
         only drawn when fewer than K entries are positive (the all-zero guard)."""
-        g = torch.Generator().manual_seed(_stream_seed(self.seed, self.index, int(self.step)))
+        g = torch.Generator().manual_seed(_stream_seed(self.seed, self.index, self._step_h))
         logits = torch.log(self._m2().clamp_min(1e-12))
         u = torch.rand(logits.shape, generator=g).clamp_(1e-20, 1.0 - 1e-7)
         keys = logits - torch.log(-torch.log(u))
@@ -196,9 +231,8 @@ class KHotMask(nn.Module):
 
     def selected_rows(self) -> torch.Tensor:
         """(rows, K) indices this forward reads: frozen set, a sample (training) or top-K (eval)."""
-        if bool(self.frozen):
-            c = self.chosen.cpu().view(self.rows, -1)
-            return torch.stack([torch.nonzero(r).flatten() for r in c])
+        if self._frozen_h:
+            return torch.stack([torch.nonzero(r).flatten() for r in self._chosen_h])
         return self.sample_rows() if self.training else self.topk_rows()
 
     def binary(self) -> torch.Tensor:
@@ -209,14 +243,14 @@ class KHotMask(nn.Module):
 
     def eval_binary(self) -> torch.Tensor:
         """(rows, n) bool: what eval reads (the frozen set, else top-K of m~), whatever the mode."""
-        if bool(self.frozen):
-            return self.chosen.cpu().view(self.rows, -1).clone()
+        if self._frozen_h:
+            return self._chosen_h.clone()
         hot = torch.zeros(self.rows, self.num_candidates, dtype=torch.bool)
         return hot.scatter_(1, self.topk_rows(), True)
 
     @property
     def learning(self) -> bool:
-        return self.training and not bool(self.frozen)
+        return self.training and not self._frozen_h
 
     @torch.no_grad()
     def freeze(self, chosen: Iterable | None = None) -> None:
@@ -239,11 +273,12 @@ class KHotMask(nn.Module):
             hot[i, r] = True
         self.chosen.copy_(hot.view(self.chosen.shape))
         self.frozen.fill_(True)
+        self._frozen_h, self._chosen_h = True, hot
         self.mask.requires_grad_(False)
 
     def extra_repr(self) -> str:
         return (f"target={self.target}, rows={self.rows}, candidates={self.num_candidates}, "
-                f"fan_in={self.fan_in}, frozen={bool(self.frozen)}")
+                f"fan_in={self.fan_in}, frozen={self._frozen_h}")
 
 
 class MaskConnect(KHotMask):
@@ -288,7 +323,8 @@ class MaskConnect(KHotMask):
         chosen = tuple(int(i) for i in self.selected())
         learning = self.learning
         if learning:
-            self.step += 1
+            self.step += 1              # on the device, asynchronous
+            self._step_h += 1
         mask = self.mask if learning else self.mask.detach()
         return _MaskedSum.apply(mask, chosen, self.strides, self.out_channels, self.grad,
                                 self.scale, *ys)
@@ -310,8 +346,21 @@ def renormalize_mask_grads_(model: nn.Module) -> None:
     (unscaling divided them by the loss scale, which their normalization had already removed)."""
     for m in mask_modules(model):
         g = m.mask.grad
-        if m.grad == "normalized" and g is not None and torch.isfinite(g).all():
-            g.copy_(process_grad(g.view(m.rows, -1), "normalized").view_as(g))
+        if m.grad == "normalized" and g is not None:   # non-finite rows stay (the scaler skips)
+            fixed = process_grad(g.view(m.rows, -1), "normalized").view_as(g)
+            g.copy_(torch.where(torch.isfinite(g).all(), fixed, g))     # no host sync
+
+
+@torch.no_grad()
+def sync_masks_to_host(model: nn.Module) -> None:
+    """Read every learning mask's m~ from the device in one transfer (one sync per step instead
+    of one per mask); call before a forward. Without it each mask reads its own on demand."""
+    stale = [m for m in mask_modules(model) if not m.is_frozen and m._values_key != m._key()]
+    if not stale:
+        return
+    flat = torch.cat([m.mask.detach().float().reshape(-1) for m in stale]).cpu()
+    for m, v in zip(stale, flat.split([m.mask.numel() for m in stale])):
+        m.set_host_values(v)
 
 
 @torch.no_grad()
@@ -324,6 +373,6 @@ def clip_masks_(model: nn.Module) -> None:
 def freeze_masks(model: nn.Module) -> nn.Module:
     """Freeze every mask of ``model`` in place to its top-K binary value."""
     for m in mask_modules(model):
-        if not bool(m.frozen):
+        if not m.is_frozen:
             m.freeze()
     return model

@@ -39,6 +39,8 @@ def test_cli_message_translates_only_whole_names():
     assert cli_message(e) == "train: loss is not finite; lower --lr or --mask-lr"
     e = McGraphError("train", "interrupted; continue with resume=True", "resume")
     assert cli_message(e) == "train: interrupted; continue with --resume"
+    e = McGraphError("train", "device 'cuda' asked for, but no CUDA device is available", "device")
+    assert cli_message(e) == "train: --device 'cuda' asked for, but no CUDA device is available"
 
 
 @pytest.mark.parametrize("command,cls", [("train", TrainConfig), ("rewrite", RewriteConfig),

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import mcgraph
 from helpers import rand
 from mcgraph.masks import MaskConnect, adapt, clip_masks_
 
@@ -19,7 +20,7 @@ def test_sample_is_k_hot_and_proportional():
         mc.mask.copy_(torch.tensor([0.6, 0.3, 0.1, 0.0]))
     counts = torch.zeros(4)
     for step in range(3000):
-        mc.step.fill_(step)
+        mc.set_step(step)
         s = mc.sample()
         assert len(s) == 1
         counts[s] += 1
@@ -33,14 +34,14 @@ def test_sample_without_replacement_and_all_zero_guard():
     with torch.no_grad():
         mc.mask.zero_()
     for step in range(50):
-        mc.step.fill_(step)
+        mc.set_step(step)
         s = mc.sample()
         assert len(set(s.tolist())) == 3                     # K distinct even with m~ = 0
 
 
 def test_sampling_is_seeded_by_seed_and_step():
     a, b, c = _mc(n=8, k=2, seed=1), _mc(n=8, k=2, seed=1), _mc(n=8, k=2, seed=2)
-    draws = lambda m: [(m.step.fill_(t), m.sample().tolist())[1] for t in range(20)]  # noqa: E731
+    draws = lambda m: [(m.set_step(t), m.sample().tolist())[1] for t in range(20)]  # noqa: E731
     assert draws(a) == draws(b)
     assert draws(a) != draws(c)
 
@@ -102,12 +103,12 @@ def test_channels_last_inputs_give_same_values_and_gradients():
     ys = [rand(2, 8, 4, 4, seed=i) for i in range(3)]
     ysl = [y.contiguous(memory_format=torch.channels_last).requires_grad_(True) for y in ys]
     ys = [y.requires_grad_(True) for y in ys]
-    mc.step.fill_(0)
+    mc.set_step(0)
     a = mc(*ys)
     (a * a).sum().backward()
     ga = mc.mask.grad.clone()
     mc.mask.grad = None
-    mc.step.fill_(0)
+    mc.set_step(0)
     b = mc(*ysl)
     (b * b).sum().backward()
     assert torch.allclose(a, b) and torch.allclose(ga, mc.mask.grad, rtol=1e-5)
@@ -158,3 +159,30 @@ def test_freeze_rejects_a_wrong_selection():
         mc.freeze([1])
     with pytest.raises(ValueError, match="needs 2 distinct indices"):
         mc.freeze([1, 7])
+
+
+def test_host_mirrors_follow_every_update(masked_resnet20):
+    """The sampling state read without a device sync always equals the buffers and m~."""
+    import copy
+
+    from mcgraph.masks import mask_modules, sync_masks_to_host
+    gm = masked_resnet20(fan_in=2, init="uniform")
+    masks = mask_modules(gm)
+    opt = torch.optim.SGD(mcgraph.mask_parameters(gm), lr=0.3)
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    for i in range(3):
+        if i % 2:
+            sync_masks_to_host(gm)                 # batched read on odd steps, on demand on even
+        gm.train()(x).sum().backward()
+        opt.step()
+        mcgraph.clip_masks_(gm)
+        for m in masks:                            # the optimizer and clip moved m~: mirror follows
+            assert torch.equal(m._m2(), m.mask.detach().view(m.rows, -1))
+            assert m._step_h == int(m.step) == i + 1
+    other = masked_resnet20(fan_in=2, init="uniform")
+    mcgraph.freeze_masks(gm)
+    other.load_state_dict(copy.deepcopy(gm.state_dict()))
+    for a, b in zip(masks, mask_modules(other)):
+        assert b.is_frozen and b._step_h == 3 and torch.equal(b._chosen_h, a._chosen_h)
+        assert torch.equal(b._m2(), a.mask.detach().view(a.rows, -1))
+        assert torch.equal(b.selected_rows(), a.selected_rows())

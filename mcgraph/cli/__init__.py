@@ -15,7 +15,8 @@ def cli_message(e: McGraphError) -> str:
     options = (e.option,) if isinstance(e.option, str) else (e.option or ())
     for opt in options:
         flag = "--" + opt.replace("_", "-")
-        msg = re.sub(rf"(?<![\w-]){re.escape(opt)}(=True)?(?![\w-])", flag, msg)
+        # the first mention is the option itself ("device 'cuda' asked for, but no CUDA device")
+        msg = re.sub(rf"(?<![\w-]){re.escape(opt)}(=True)?(?![\w-])", flag, msg, count=1)
     return msg
 
 

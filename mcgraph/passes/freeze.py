@@ -24,13 +24,13 @@ class Freeze(GraphPass):
             raise self.error(f"{gm._get_name()} has no masks; run insert_masks first")
 
     def call(self, gm: fx.GraphModule) -> PassResult:
-        changed = any(not bool(m.frozen) for m in mask_modules(gm))
+        changed = any(not m.is_frozen for m in mask_modules(gm))
         freeze_masks(gm)
         return PassResult(gm, changed)
 
     def ensures(self, gm: fx.GraphModule) -> None:
         for m in mask_modules(gm):
-            if not bool(m.frozen) or m.mask.requires_grad:
+            if not m.is_frozen or m.mask.requires_grad:
                 raise self.error("is not frozen after the pass", m.target)
 
 

@@ -29,7 +29,7 @@ class LowerMasks(GraphPass):
         if carried_dag(gm, self.name).level != "module":
             raise self.error("branch masks are lowered by prune_branches")
         for m in gm.modules():
-            if isinstance(m, MaskConnect) and not bool(m.frozen):
+            if isinstance(m, MaskConnect) and not m.is_frozen:
                 raise self.error(f"the mask of {m.target} is not frozen; run freeze first")
 
     def call(self, gm: fx.GraphModule) -> PassResult:

@@ -100,7 +100,7 @@ class PruneBranches(GraphPass):
         if carried_dag(gm, self.name).level != "branch":
             raise self.error("the model has no branch blocks; run split_branches first")
         for m in gm.modules():
-            if isinstance(m, BranchBlock) and not bool(m.mask.frozen):
+            if isinstance(m, BranchBlock) and not m.mask.is_frozen:
                 raise self.error(f"the branch mask of {m.name} is not frozen; run freeze first")
 
     def call(self, gm: fx.GraphModule) -> PassResult:

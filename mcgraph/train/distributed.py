@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import McGraphError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -33,10 +35,15 @@ def init(device: torch.device) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda" and local >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise McGraphError("train", f"local rank {local} has no GPU of its own ({n} visible); "
+                                    "start one process per GPU, or train on device cpu (gloo)",
+                           "device")
     owned = not dist.is_initialized()
     if owned:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         torch.cuda.set_device(local)
     return Dist(dist.get_rank(), dist.get_world_size(), local, owned)

@@ -28,7 +28,8 @@ from ..checkpoint import read_checkpoint
 from ..device import resolve_device
 from ..errors import Interrupted, McGraphError
 from ..io import write_text_atomic
-from ..masks import clip_masks_, freeze_masks, mask_modules, renormalize_mask_grads_
+from ..masks import (clip_masks_, freeze_masks, mask_modules, renormalize_mask_grads_,
+                     sync_masks_to_host)
 from . import distributed as D
 from .build import apply_connectivity, build_model, training_view
 from .config import TrainConfig
@@ -113,7 +114,7 @@ class Trainer:
             self.restore(ckpt["train"])
         elif dist.main:
             self._write_config()
-        self.learning = any(not bool(m.frozen) for m in mask_modules(self.model))
+        self.learning = any(not m.is_frozen for m in mask_modules(self.model))
         self.net = D.wrap(self.model if self.learning else training_view(self.model), dist, device)
 
     def _model(self, given: fx.GraphModule | None, ckpt: dict[str, Any] | None) -> fx.GraphModule:
@@ -123,7 +124,7 @@ class Trainer:
             return apply_connectivity(given, self.cfg.connectivity, self.cfg.seed)
         given.load_state_dict(ckpt["state_dict"])
         for m in mask_modules(given):
-            m.mask.requires_grad_(not bool(m.frozen))
+            m.mask.requires_grad_(not m.is_frozen)
         return given
 
     def _loader(self, split: str, epoch: int):
@@ -207,6 +208,8 @@ class Trainer:
         """One optimizer step; returns (loss, logits, whether every rank agreed to stop)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.learning:
+            sync_masks_to_host(self.model)            # one device read for all masks' m~
         with torch.autocast(self.device.type, enabled=self.amp):
             logits = self.net(x)
             loss = nn.functional.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
@@ -241,7 +244,7 @@ class Trainer:
                "train_acc": 100 * tr[1] / max(tr[2], 1), "test_acc": test["acc"],
                "test_loss": test["loss"], **({"test_top5": test["top5"]} if "top5" in test else {}),
                "lr": self.opt.param_groups[0]["lr"], "mask_lr": self.opt.param_groups[1]["lr"],
-               "masks_frozen": all(bool(m.frozen) for m in mask_modules(self.model)),
+               "masks_frozen": all(m.is_frozen for m in mask_modules(self.model)),
                "mask_entropy": mask_entropy(self.model),
                "chosen_changed": chosen_changed(before, chosen_sets(self.model)),
                "images_per_s": tr[2] / max(seconds, 1e-9), "seconds": seconds}

@@ -1,92 +1,256 @@
-"""The CLI end to end, and every bad input ending in one line and a non-zero exit."""
+"""The CLI end to end, and every bad input ending in one line and a non-zero exit.
+
+The checks are against what the commands claim, recomputed here from the checkpoint through the
+public API (``mcgraph.load``, ``count_params``, ``create_model``, ``export_onnx``), not against
+the numbers the commands print about themselves."""
 import json
 import subprocess
 import sys
 
+import onnx
+import onnxruntime as ort
 import pytest
+import torch
 from click.testing import CliRunner
+from helpers import assert_same_outputs, rand
 
+import mcgraph
 from mcgraph.cli import main
+
+BLOCKS = [f"layer{s}.{i}" for s in (1, 2, 3) for i in range(3)]   # resnet20's 9 residual blocks
+FAN_IN = 2
 
 
 def _run(*args):
-    r = CliRunner().invoke(main, [str(a) for a in args])
-    return r.exit_code, r.output
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _ok(r):
+    assert r.exit_code == 0 and r.exception is None, r.output
+    return r
+
+
+def assert_one_line_error(r, reason):
+    """Non-zero exit through the CLI's error handling (not an escaped exception), nothing on
+    stdout, and exactly one line on stderr saying what is wrong (containing ``reason``, a text or
+    a tuple of texts): the last one. Before it only a status note ("compiling ...") or click's
+    usage hint may appear, never a traceback."""
+    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
+    assert isinstance(r.exception, SystemExit), f"escaped exception: {r.exception!r}"
+    assert r.stdout == "", r.stdout
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines, "nothing on stderr"
+    fragments = (reason,) if isinstance(reason, str) else reason
+    assert lines[-1].startswith(("error: ", "Error: ")), r.stderr
+    assert all(f in lines[-1] for f in fragments), (fragments, r.stderr)
+    assert all(ln == "compiling ..." or ln.startswith(("Usage: ", "Try '")) for ln in lines[:-1]), \
+        r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def onnx_ops(path):
+    m = onnx.load(str(path))
+    ops = {}
+    for n in [*m.graph.node, *(n for f in m.functions for n in f.node)]:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    return ops
+
+
+def ort_logits(path, x):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+def mask_values(model):
+    return {m.target: m.mask.detach().flatten().tolist()
+            for m in model.modules() if isinstance(m, mcgraph.MaskConnect)}
+
+
+def top_k(values, k):
+    """Indices of the k largest values, ties to the lower index, in candidate order."""
+    return sorted(sorted(range(len(values)), key=lambda i: -values[i])[:k])
+
+
+def dead_blocks(chosen):
+    """Blocks nothing reads: walk back from the last block (which the head reads)."""
+    live = {BLOCKS[-1]}
+    for b in reversed(BLOCKS):
+        if b in live:
+            live.update(chosen[b])
+    return [b for b in BLOCKS if b not in live]
+
+
+def block_params(model, names):
+    return sum(p.numel() for n in names for p in model.get_submodule(n).parameters())
+
+
+def block_convs(model, names):
+    return sum(isinstance(m, torch.nn.Conv2d) for n in names for m in model.get_submodule(n).modules())
 
 
 @pytest.fixture(scope="module")
 def masked_pt(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    code, out = _run("rewrite", "resnet20", "--in-channels", "1", "--input-size", "16x16",
-                     "--fan-in", "2", "--init", "random", "-o", d / "m.pt", "--json")
-    assert code == 0, out
-    assert json.loads(out)["modules"] == 9
-    return d / "m.pt"
+    r = _ok(_run("rewrite", "resnet20", "--in-channels", "1", "--input-size", "16x16",
+                 "--fan-in", FAN_IN, "--init", "random", "-o", d / "m.pt", "--json"))
+    return d / "m.pt", json.loads(r.stdout)
 
 
-def test_compile_prints_verified_report(masked_pt, tmp_path):
-    code, out = _run("compile", masked_pt, "-o", tmp_path / "m.onnx", "--report", tmp_path / "r.json")
-    assert code == 0, out
-    assert "verified: onnxruntime matches PyTorch" in out
+@pytest.fixture(scope="module")
+def expected(masked_pt):
+    """What compiling the checkpoint must give, from its masks: top-K inputs, then the dead."""
+    gm = mcgraph.load(masked_pt[0])
+    values = mask_values(gm)
+    cands = {b: ["relu", *BLOCKS[:i]] for i, b in enumerate(BLOCKS)}
+    chosen = {b: [cands[b][i] for i in top_k(values[b], FAN_IN)] for b in BLOCKS}
+    dead = dead_blocks(chosen)
+    assert dead, "the fixture's seed should leave unread blocks, or removal is not tested"
+    return {"model": gm, "values": values, "candidates": cands, "chosen": chosen, "dead": dead}
+
+
+def test_rewrite_writes_what_it_reports(masked_pt):
+    path, summary = masked_pt
+    gm = mcgraph.load(path)
+    original = mcgraph.create_model("resnet20", in_channels=1)
+    masks = [m for m in gm.modules() if isinstance(m, mcgraph.MaskConnect)]
+    assert summary["modules"] == len(masks) == len(BLOCKS)
+    assert [m.target for m in masks] == BLOCKS
+    # block i chooses among the stem and the i blocks before it: 1 + 2 + ... + 9 mask values
+    assert summary["candidate_edges"] == summary["mask_params"] == sum(range(1, 10)) \
+        == mcgraph.count_params(gm, masks=True)
+    # the rewrite adds masks, never weights
+    assert summary["params"] == mcgraph.count_params(gm) == mcgraph.count_params(original)
+    assert summary["input_shape"] == [1, 16, 16] and summary["fan_in"] == FAN_IN
+    values = [v for vs in mask_values(gm).values() for v in vs]
+    assert all(0 <= v <= 1 for v in values) and len(set(values)) > 1   # --init random, not uniform
+    assert gm.eval()(rand(2, 1, 16, 16)).shape == (2, 10)
+
+
+def test_compile_prints_verified_report(masked_pt, expected, tmp_path):
+    path, summary = masked_pt
+    r = _ok(_run("compile", path, "-o", tmp_path / "m.onnx", "--report", tmp_path / "r.json"))
+    assert "verified: onnxruntime matches PyTorch" in r.stdout
     rep = json.loads((tmp_path / "r.json").read_text())
     for key in ("params_before", "params_after", "modules_before", "modules_after", "removed",
                 "max_abs_diff", "opset", "onnx_path"):
         assert key in rep
-    assert rep["opset"] >= 18 and rep["onnx_max_abs_diff"] < 1e-4 and (tmp_path / "m.onnx").is_file()
-    assert rep["params_after"] < rep["params_before"] or not rep["removed"]
+    assert rep["opset"] == 18 and rep["onnx_max_abs_diff"] < 1e-4 and rep["max_abs_diff"] < 1e-4
+    assert rep["onnx_path"] == str(tmp_path / "m.onnx") and (tmp_path / "m.onnx").is_file()
+    assert not list(tmp_path.glob(".*unverified*")), "staging file left behind"
+    # removed: exactly the blocks no top-K mask reads; the module counts follow
+    gm, dead = expected["model"], expected["dead"]
+    assert rep["removed"] == dead
+    assert rep["modules_before"] == len(BLOCKS)
+    assert rep["modules_after"] == rep["modules_before"] - len(rep["removed"])
+    # parameters: the checkpoint's weights, minus exactly those of the removed blocks
+    assert rep["params_before"] == summary["params"] == mcgraph.count_params(gm)
+    assert rep["mask_params"] == summary["mask_params"]
+    assert rep["params_after"] == rep["params_before"] - block_params(gm, dead)
+    assert rep["params_after"] < rep["params_before"]
+    # ONNX: one Conv per conv of the remaining network, one Gemm (the head)
+    ops = onnx_ops(tmp_path / "m.onnx")
+    n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in gm.modules())
+    assert ops["Conv"] == n_convs - block_convs(gm, dead) < n_convs and ops["Gemm"] == 1
+    assert rep["onnx_ops"] == ops
+    # onnxruntime gives the checkpoint's own (eval-mode, top-K) logits on a fresh batch
+    x = rand(3, 1, 16, 16, seed=7)
+    with torch.no_grad():
+        ref = mcgraph.load(path).eval()(x)
+    assert_same_outputs(ref, ort_logits(tmp_path / "m.onnx", x))
 
 
-def test_compile_json(masked_pt, tmp_path):
-    code, out = _run("compile", masked_pt, "-o", tmp_path / "m.onnx", "--json", "--no-verify")
-    assert code == 0 and json.loads(out)["onnx_max_abs_diff"] is None
+def test_compile_json(masked_pt, expected, tmp_path):
+    path, _ = masked_pt
+    r = _ok(_run("compile", path, "-o", tmp_path / "m.onnx", "--json", "--no-verify"))
+    rep = json.loads(r.stdout)                       # stdout is the JSON and nothing else
+    assert rep["onnx_max_abs_diff"] is None and rep["opset"] == 18
+    gm, dead = expected["model"], expected["dead"]
+    assert rep["removed"] == dead
+    assert rep["modules_after"] == rep["modules_before"] - len(rep["removed"]) == 9 - len(dead)
+    assert rep["params_after"] == mcgraph.count_params(gm) - block_params(gm, dead)
+    ops = onnx_ops(tmp_path / "m.onnx")
+    assert rep["onnx_ops"] == ops and ops["Conv"] == 19 - block_convs(gm, dead)
+    x = rand(2, 1, 16, 16, seed=3)
+    with torch.no_grad():
+        ref = gm.eval()(x)
+    assert_same_outputs(ref, ort_logits(tmp_path / "m.onnx", x))   # unverified, but still right
 
 
-def test_inspect(masked_pt):
-    code, out = _run("inspect", masked_pt)
-    assert code == 0 and "layer3.2" in out and "dead after freeze" in out
-    code, out = _run("inspect", masked_pt, "--json")
-    data = json.loads(out)
-    assert code == 0 and len(data["modules"]) == 9
-    assert all(len(m["chosen"]) == min(2, len(m["candidates"])) for m in data["modules"])
+def test_inspect(masked_pt, expected):
+    path, _ = masked_pt
+    r = _ok(_run("inspect", path))
+    lines = r.stdout.splitlines()
+    for b in BLOCKS:
+        row = next(ln for ln in lines if ln.startswith(b + " "))
+        assert ", ".join(expected["chosen"][b]) in row, row
+    assert lines[-1] == f"dead after freeze: {', '.join(expected['dead'])}"
+    r = _ok(_run("inspect", path, "--json"))
+    data = json.loads(r.stdout)
+    assert [m["module"] for m in data["modules"]] == BLOCKS
+    for m in data["modules"]:
+        b = m["module"]
+        assert m["candidates"] == expected["candidates"][b]
+        assert m["values"] == pytest.approx(expected["values"][b])
+        assert m["chosen"] == expected["chosen"][b]
+        assert len(m["chosen"]) == min(FAN_IN, len(m["candidates"])) and m["frozen"] is False
+    assert data["dead"] == expected["dead"]
 
 
 @pytest.mark.parametrize("args,reason", [
     (["rewrite", "resnet21", "--fan-in", "1", "-o", "x.pt"], "unknown model 'resnet21'"),
-    (["rewrite", "resnet20", "--fan-in", "0", "-o", "x.pt"], "fan-in K must be >= 1"),
-    (["rewrite", "resnet20", "--fan-in", "12", "-o", "x.pt"], "larger than the candidates"),
+    (["rewrite", "resnet20", "--fan-in", "0", "-o", "x.pt"], ("fan", "must be >= 1", "got 0")),
+    (["rewrite", "resnet20", "--fan-in", "12", "-o", "x.pt"], ("K=12", "larger than the candidates")),
     (["rewrite", "resnet20", "--fan-in", "1", "--modules", "NoSuchBlock", "-o", "x.pt"],
-     "no residual blocks found"),
-    (["rewrite", "resnet20", "--fan-in", "1", "-o", "missing/x.pt"], "output directory missing"),
-    (["rewrite", "resnet20", "--fan-in", "1", "--input-size", "abc", "-o", "x.pt"], "expected HxW"),
-    (["compile", "notes.txt", "-o", "m.onnx"], "not an mcgraph checkpoint"),
-    (["compile", "nothere.pt", "-o", "m.onnx"], "does not exist"),
-    (["inspect", "notes.txt"], "not an mcgraph checkpoint"),
+     ("no residual blocks found", "NoSuchBlock")),
+    (["rewrite", "resnet20", "--fan-in", "1", "-o", "missing/x.pt"],
+     ("output directory missing", "does not exist")),
+    (["rewrite", "resnet20", "--fan-in", "1", "--input-size", "abc", "-o", "x.pt"],
+     ("expected HxW", "'abc'")),
+    (["compile", "notes.txt", "-o", "m.onnx"], ("notes.txt", "not an mcgraph checkpoint")),
+    (["compile", "nothere.pt", "-o", "m.onnx"], ("nothere.pt", "does not exist")),
+    (["inspect", "notes.txt"], ("notes.txt", "not an mcgraph checkpoint")),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, args, reason):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("hello")
-    code, out = _run(*args)
-    assert code != 0
-    lines = [ln for ln in out.strip().splitlines() if ln.strip()]
-    assert reason in lines[-1], out
-    assert "Traceback" not in out
+    assert_one_line_error(_run(*args), reason)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]   # nothing written
 
 
 def test_compile_to_missing_directory(masked_pt, tmp_path):
-    code, out = _run("compile", masked_pt, "-o", tmp_path / "no" / "m.onnx")
-    assert code != 0 and "output directory" in out
+    out = tmp_path / "no" / "m.onnx"
+    assert_one_line_error(_run("compile", masked_pt[0], "-o", out),
+                          (f"output directory {out.parent}", "does not exist"))
+    assert not out.parent.exists()
 
 
-def test_python_dash_m_works():
+def test_python_dash_m_works(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mcgraph", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "rewrite" in r.stdout and "compile" in r.stdout
+    assert r.returncode == 0, r.stderr
+    listed = r.stdout.split("Commands:")[1].split()
+    for cmd in ("bench", "compile", "demo", "eval", "inspect", "rewrite", "train"):
+        assert cmd in listed, r.stdout
+    # a real process (CliRunner hides tracebacks): a bad file is one stderr line, exit code 2
+    (tmp_path / "notes.txt").write_text("hello")
+    r = subprocess.run([sys.executable, "-m", "mcgraph", "inspect", str(tmp_path / "notes.txt")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    [line] = r.stderr.splitlines()
+    assert line.startswith("error: ") and str(tmp_path / "notes.txt") in line, r.stderr
+    assert "not an mcgraph checkpoint" in line
 
 
-def test_bench_prints_latency_side_by_side(masked_pt, tmp_path):
-    code, out = _run("compile", masked_pt, "-o", tmp_path / "m.onnx", "--no-verify", "--json")
-    assert code == 0, out
-    code, out = _run("bench", tmp_path / "m.onnx", "--batch-sizes", "1,2", "--repeats", "3", "--json")
-    assert code == 0, out
-    res = json.loads(out)
-    assert res[0]["conv_nodes"] > 0 and set(res[0]["latency_ms"]) == {"1", "2"}
-    assert all(v > 0 for v in res[0]["latency_ms"].values())
+def test_bench_prints_latency_side_by_side(masked_pt, expected, tmp_path):
+    _ok(_run("compile", masked_pt[0], "-o", tmp_path / "m.onnx", "--no-verify", "--json"))
+    original = mcgraph.create_model("resnet20", in_channels=1).eval()
+    mcgraph.export_onnx(original, tmp_path / "orig.onnx", (1, 16, 16))
+    r = _ok(_run("bench", tmp_path / "m.onnx", tmp_path / "orig.onnx", "--batch-sizes", "1,2",
+                 "--repeats", "3", "--json"))
+    slim, full = json.loads(r.stdout)
+    assert slim["model"] == str(tmp_path / "m.onnx") and full["model"] == str(tmp_path / "orig.onnx")
+    assert slim["conv_nodes"] == onnx_ops(tmp_path / "m.onnx")["Conv"]
+    assert full["conv_nodes"] == onnx_ops(tmp_path / "orig.onnx")["Conv"] == 19
+    assert slim["conv_nodes"] == 19 - block_convs(expected["model"], expected["dead"])
+    assert 0 < slim["params"] < full["params"]              # the removed blocks' weights are gone
+    for res in (slim, full):
+        assert set(res["latency_ms"]) == {"1", "2"} and all(v > 0 for v in res["latency_ms"].values())
