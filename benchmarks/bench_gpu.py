@@ -48,6 +48,7 @@ from common import print_table  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 import mcgraph
+from mcgraph.ir import dag_of
 from mcgraph.masks import sync_masks_to_host
 from mcgraph.train.build import training_view  # noqa: E402
 from mcgraph import deploy  # noqa: E402
@@ -225,8 +226,8 @@ def train_part(args, device: torch.device, amp: bool, channels_last: bool) -> li
             try:
                 model = build()
                 if "frozen" in label:   # modules (branches) the frozen masks leave unread
-                    _, rep = mcgraph.compile(model)
-                    row["unread_when_frozen"] = (f"{len(rep.removed)}/{rep.modules_before} "
+                    dag = dag_of(model)         # the DAG the graph carries (also the view's)
+                    row["unread_when_frozen"] = (f"{len(dag.dead_modules())}/{len(dag.blocks())} "
                                                  + ("branches" if branch else "modules"))
                 row["params"] = n_params(model)
                 row.update(measure_train(model, x, y, device, amp, channels_last,

@@ -166,7 +166,8 @@ def test_learned_run_writes_its_files(tmp_path, synthetic):
     assert rows[0]["masks_frozen"] is False and rows[1]["masks_frozen"] is True
     assert res.best_acc == max(r["test_acc"] for r in rows)
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["device"] == "cpu" and cfg["rewrite"]["input_shape"] == [1, 16, 16]
+    assert cfg["device"] == ("cuda" if torch.cuda.is_available() else "cpu")   # device auto
+    assert cfg["rewrite"]["input_shape"] == [1, 16, 16]
 
 
 def test_device_fallback_and_errors(tmp_path, synthetic):
