@@ -1,6 +1,7 @@
 """Accuracy of a checkpoint in PyTorch or of an ONNX file in onnxruntime, on a data set's test split."""
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -40,16 +41,25 @@ def evaluate_path(path: str, data: str, data_dir: str | None = None, batch_size:
             res["top5"] = 100.0 * correct5 / total
     else:
         from .api import load
-        from .train.metrics import evaluate
+        from .config import default
+        from .masks import mask_modules
+        from .train.config import TrainConfig
+        from .train.metrics import evaluate, recalibrate_bn
         dev = resolve_device(device, "eval")
         model = load(path)
         shape = model.meta["mcgraph"]["rewrite"]["input_shape"]
         if list(shape) != list(want):
             raise McGraphError("eval", f"{path} expects inputs {shape}, {spec.name} has {list(want)}")
         model = model.to(dev).eval()
+        learning = any(not m.is_frozen for m in mask_modules(model))
+        if learning:   # BN statistics of the top-K wiring, as the trainer's per-epoch eval
+            n, bs = default(TrainConfig, "bn_recalibration_batches"), default(TrainConfig, "batch_size")
+            calib = make_loader(ds, "train", bs, shuffle=True, augment=False, device=dev)
+            model = recalibrate_bn(model, itertools.islice(iter(calib), n))
         m = evaluate(model, make_loader(ds, "test", batch_size, shuffle=False, augment=False,
                                         device=dev, max_samples=max_samples), spec.num_classes)
-        res = {"model": path, "runtime": "pytorch", "device": str(dev), "acc": m["acc"]}
+        res = {"model": path, "runtime": "pytorch", "device": str(dev), "acc": m["acc"],
+               "bn_recalibrated": learning}
         if "top5" in m:
             res["top5"] = m["top5"]
         total = min(spec.test_size, max_samples or spec.test_size)

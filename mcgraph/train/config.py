@@ -46,6 +46,7 @@ class TrainConfig:
     max_train_samples: int | None = None
     max_test_samples: int | None = None
     eval_batch_size: int = 500
+    bn_recalibration_batches: int = 20  # while masks learn, eval re-estimates BN on this many (0: off)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -53,7 +54,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "fan_in"):
             check(getattr(self, name) >= 1, WHERE, name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "mask_lr", "weight_decay", "momentum", "mask_momentum",
-                     "label_smoothing", "warmup_steps"):
+                     "label_smoothing", "warmup_steps", "bn_recalibration_batches"):
             check(getattr(self, name) >= 0, WHERE, name, f"must be >= 0, got {getattr(self, name)}")
         for name in ("max_steps", "max_train_samples", "max_test_samples"):
             v = getattr(self, name)

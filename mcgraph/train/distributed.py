@@ -65,6 +65,18 @@ def all_sum(values: list[float], d: Dist, device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def sync_batchnorm_buffers(model: nn.Module, d: Dist) -> None:
+    """Give every rank rank 0's BatchNorm statistics (each rank updates them from its own
+    batches after DDP's last broadcast), so checkpoints and evaluation see one state."""
+    if not d.enabled:
+        return
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            for b in (m.running_mean, m.running_var, m.num_batches_tracked):
+                if b is not None:
+                    dist.broadcast(b, 0)
+
+
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()

@@ -34,7 +34,8 @@ from . import distributed as D
 from .build import apply_connectivity, build_model, training_view
 from .config import TrainConfig
 from .data import Data, load_data, make_loader
-from .metrics import chosen_changed, chosen_sets, evaluate, mask_entropy, summarize
+from .metrics import (chosen_changed, chosen_sets, evaluate, mask_entropy, recalibrate_bn,
+                      summarize)
 from .state import save_training, set_rng_state
 
 __all__ = ["Interrupted", "TrainResult", "Trainer", "train"]
@@ -231,13 +232,21 @@ class Trainer:
         return loss.detach(), logits.detach(), stopping
 
     def evaluate(self) -> dict[str, float]:
-        """Test metrics, summed over ranks."""
-        m = evaluate(self.net, self._loader("test", 0), self.data.spec.num_classes, self.amp,
+        """Test metrics of the eval (top-K) wiring, summed over ranks. While masks learn, on a
+        copy whose BatchNorm statistics were re-estimated for that wiring (see recalibrate_bn)."""
+        net, n = self.net, self.cfg.bn_recalibration_batches
+        if self.learning and n:
+            calib = make_loader(self.data, "train", self.cfg.batch_size, shuffle=True, augment=False,
+                                seed=self.cfg.seed, device=self.device)    # the same on every rank
+            net = recalibrate_bn(self.model, itertools.islice(iter(calib), n), self.amp,
+                                 self.channels_last)
+        m = evaluate(net, self._loader("test", 0), self.data.spec.num_classes, self.amp,
                      self.channels_last)
         return summarize(D.all_sum(m["sums"], self.dist, self.device), self.data.spec.num_classes)
 
     def end_epoch(self, before: dict, sums: list[float], seconds: float) -> None:
         """Evaluate, log a metrics row, save best.pt and last.pt, move to the next epoch."""
+        D.sync_batchnorm_buffers(self.model, self.dist)
         tr, test = D.all_sum(sums, self.dist, self.device), self.evaluate()
         self.last_acc = test["acc"]
         row = {"epoch": self.epoch + 1, "step": self.step, "train_loss": tr[0] / max(tr[2], 1),
@@ -245,6 +254,7 @@ class Trainer:
                "test_loss": test["loss"], **({"test_top5": test["top5"]} if "top5" in test else {}),
                "lr": self.opt.param_groups[0]["lr"], "mask_lr": self.opt.param_groups[1]["lr"],
                "masks_frozen": all(m.is_frozen for m in mask_modules(self.model)),
+               "bn_recalibrated": self.learning and self.cfg.bn_recalibration_batches > 0,
                "mask_entropy": mask_entropy(self.model),
                "chosen_changed": chosen_changed(before, chosen_sets(self.model)),
                "images_per_s": tr[2] / max(seconds, 1e-9), "seconds": seconds}

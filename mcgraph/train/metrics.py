@@ -1,6 +1,7 @@
 """Evaluation and connectivity statistics reported per epoch."""
 from __future__ import annotations
 
+import copy
 import math
 from typing import Iterable
 
@@ -30,6 +31,29 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         total += y.numel()
     model.train(was)
     return summarize([correct1, correct5, total, loss_sum], num_classes)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                   amp: bool = False, channels_last: bool = False) -> nn.Module:
+    """A copy of ``model`` whose BatchNorm statistics are re-estimated under its eval wiring.
+
+    While masks learn, every step samples a new wiring, so the running statistics average over
+    wirings and match none: a branch-level ResNeXt evaluated with them scored 10% (chance) on
+    Fashion-MNIST where the same weights scored 27% with statistics of the top-K wiring. The
+    copy reads the top-K wiring (masks in eval) and averages ``batches`` (cumulative mean)."""
+    m = copy.deepcopy(model).eval()
+    for bn in m.modules():
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            bn.reset_running_stats()
+            bn.momentum = None
+            bn.train()
+    for x, _ in batches:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, enabled=amp):
+            m(x)
+    return m.eval()
 
 
 def summarize(sums: list[float], num_classes: int) -> dict[str, float]:
