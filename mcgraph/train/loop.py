@@ -184,7 +184,8 @@ class Trainer:
                     sums[2] + y.numel()]
             bar.update(1)
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{100 * sums[1] / sums[2]:.1f}",
-                            img_s=f"{sums[2] * self.dist.world_size / (time.perf_counter() - t0):.0f}")
+                            img_s=f"{sums[2] * self.dist.world_size / (time.perf_counter() - t0):.0f}",
+                            refresh=False)          # a forced refresh would ignore mininterval
             if stopping:
                 bar.close()
                 self.save("last.pt", self.epoch, b + 1)
