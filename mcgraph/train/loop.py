@@ -108,6 +108,8 @@ class Trainer:
         self.freeze_step = round(cfg.freeze_at * cfg.epochs * self.steps_per_epoch)
         self.epoch = self.batch0 = self.step = 0
         self.best, self.last_acc, self.stopped = -1.0, None, "done"
+        self.partial = [0.0, 0.0, 0.0, 0.0]   # [loss sum, correct, seen, seconds] before a resume
+        self.epoch_chosen: dict | None = None  # the chosen inputs when the epoch began
         self.history: list[dict[str, Any]] = []
         if dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -151,6 +153,9 @@ class Trainer:
         if self.amp and t["scaler"]:          # a CPU run's disabled scaler has an empty state
             self.scaler.load_state_dict(t["scaler"])
         self.epoch, self.batch0, self.step, self.best = t["epoch"], t["batch"], t["step"], t["best_acc"]
+        if self.dist.main:                  # saved summed over ranks: rank 0 carries them on
+            self.partial = [float(v) for v in t.get("epoch_partial", self.partial)]
+        self.epoch_chosen = t.get("epoch_chosen")
         set_rng_state(t["rng"])
 
     # ------------------------------------------------------------------ the loop
@@ -158,7 +163,7 @@ class Trainer:
         t0 = time.perf_counter()
         with StopFlag() as stop:
             while self.epoch < self.cfg.epochs and self.stopped == "done":
-                before = chosen_sets(self.model)
+                before = self.epoch_chosen = self.epoch_chosen or chosen_sets(self.model)
                 sums, seconds = self.train_epoch(stop)
                 if self.stopped == "max_steps":
                     break
@@ -171,10 +176,12 @@ class Trainer:
                            time.perf_counter() - t0, self.stopped, self.history)
 
     def train_epoch(self, stop: "StopFlag") -> tuple[list[float], float]:
-        """The rest of the current epoch; returns [loss sum, correct, seen] and its seconds."""
+        """The rest of the current epoch; returns [loss sum, correct, seen] and its seconds
+        (a resumed epoch includes what it had done before the stop)."""
         loader = self._loader("train", self.epoch)
         self.net.train()
-        sums, t0 = [0.0, 0.0, 0.0], time.perf_counter()
+        sums, t0 = self.partial[:3], time.perf_counter() - self.partial[3]
+        self.partial = [0.0, 0.0, 0.0, 0.0]
         bar = self._bar(len(loader))
         b = self.batch0
         for b, (x, y) in enumerate(itertools.islice(iter(loader), self.batch0, None), start=self.batch0):
@@ -188,16 +195,20 @@ class Trainer:
                             refresh=False)          # a forced refresh would ignore mininterval
             if stopping:
                 bar.close()
-                self.save("last.pt", self.epoch, b + 1)
+                self.save("last.pt", self.epoch, b + 1, self._partial(sums, t0))
                 raise Interrupted(WHERE, f"interrupted at epoch {self.epoch + 1}, step {self.step}; "
                                          f"state saved to {self.out / 'last.pt'}; continue with "
                                          "resume=True", "resume")
             if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps and b + 1 < len(loader):
                 self.stopped = "max_steps"
-                self.save("last.pt", self.epoch, b + 1)
+                self.save("last.pt", self.epoch, b + 1, self._partial(sums, t0))
                 break
         bar.close()
         return sums, time.perf_counter() - t0
+
+    def _partial(self, sums: list[float], t0: float) -> list[float]:
+        """This epoch so far, summed over ranks (every rank stops at the same step)."""
+        return D.all_sum(sums, self.dist, self.device) + [time.perf_counter() - t0]
 
     def maybe_freeze(self) -> None:
         """At ``freeze_step``: fix the masks and fine-tune on the lowered graph from then on."""
@@ -260,13 +271,14 @@ class Trainer:
                "chosen_changed": chosen_changed(before, chosen_sets(self.model)),
                "images_per_s": tr[2] / max(seconds, 1e-9), "seconds": seconds}
         self.history.append(row)
-        self.epoch, self.batch0 = self.epoch + 1, 0
+        self.epoch, self.batch0, self.epoch_chosen = self.epoch + 1, 0, None
+        improved = test["acc"] > self.best       # test acc is summed over ranks: all agree
+        self.best = max(self.best, test["acc"])
         if not self.dist.main:
             return
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-        if test["acc"] > self.best:
-            self.best = test["acc"]
+        if improved:
             self.save("best.pt", self.epoch, 0)
         self.save("last.pt", self.epoch, 0)
         if self.cfg.progress:
@@ -275,10 +287,12 @@ class Trainer:
                        f"{row['mask_entropy']:.2f}  changed {row['chosen_changed']}  "
                        f"{row['images_per_s']:.0f} img/s")
 
-    def save(self, name: str, epoch: int, batch: int) -> None:
+    def save(self, name: str, epoch: int, batch: int, partial: list[float] | None = None) -> None:
         if self.dist.main:
             save_training(self.out / name, self.model, self.opt, self.sched, self.scaler, epoch=epoch,
-                          batch=batch, step=self.step, best_acc=self.best, config=self.cfg.to_dict())
+                          batch=batch, step=self.step, best_acc=self.best, config=self.cfg.to_dict(),
+                          epoch_partial=partial or [0.0, 0.0, 0.0, 0.0],
+                          epoch_chosen=self.epoch_chosen if partial else None)
 
     def _bar(self, total: int) -> tqdm:
         return tqdm(total=total, initial=self.batch0, disable=not (self.cfg.progress and self.dist.main),

@@ -32,9 +32,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_training(path: Path, model: fx.GraphModule, optimizer: torch.optim.Optimizer,
                   scheduler: Any, scaler: Any, *, epoch: int, batch: int, step: int,
-                  best_acc: float, config: dict[str, Any]) -> Path:
+                  best_acc: float, config: dict[str, Any],
+                  epoch_partial: list[float] | None = None,
+                  epoch_chosen: dict[str, list[list[int]]] | None = None) -> Path:
     """A checkpoint ``compile`` and ``eval`` read, plus the loop's state for ``--resume``."""
     train = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict(), "epoch": epoch, "batch": batch, "step": step,
-             "best_acc": best_acc, "config": config, "rng": rng_state()}
+             "best_acc": best_acc, "config": config, "rng": rng_state(),
+             "epoch_partial": list(epoch_partial or [0.0, 0.0, 0.0, 0.0]),
+             "epoch_chosen": epoch_chosen}
     return write_checkpoint(path, description(model), model.state_dict(), train=train)
