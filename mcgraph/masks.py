@@ -19,6 +19,8 @@ from torch import nn
 Init = Literal["uniform", "prev", "random", "full"]
 MaskGrad = Literal["normalized", "centered", "raw"]
 Aggregate = Literal["mean", "sum"]
+Constraint = Literal["simplex", "box"]
+CONSTRAINTS: tuple[str, ...] = get_args(Constraint)
 INITS: tuple[str, ...] = get_args(Init)
 GRADS: tuple[str, ...] = get_args(MaskGrad)
 AGGREGATES: tuple[str, ...] = get_args(Aggregate)
@@ -129,7 +131,10 @@ class KHotMask(nn.Module):
     """A real-valued mask m~ over ``rows`` independent selections of K among ``n`` candidates.
 
     State: ``mask`` (m~ in [0,1], a Parameter), buffers ``frozen``, ``chosen`` (the K-hot value
-    after freeze, same shape as ``mask``) and ``step`` (draw counter: resumed runs draw the same).
+    after freeze, same shape as ``mask``), ``step`` (draw counter: resumed runs draw the same)
+    and ``overflow`` (what the 'box' clip removed from an entry since it reached 0 or 1: the
+    ranking key is m~ + overflow, so entries saturated together are still told apart by how hard
+    the gradient keeps pushing them; see :func:`constrain_masks_`).
 
     ``grad``: ``"centered"`` removes from dL/dm the part common to a row's candidates. A K-hot
     row always sums to K, so that part ("make the input larger") is not a direction the binary
@@ -158,6 +163,7 @@ class KHotMask(nn.Module):
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
         self.register_buffer("chosen", torch.zeros(shape, dtype=torch.bool))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("overflow", torch.zeros(shape))
         # Host mirrors of the sampling state. Reading the buffers (or m~) from a GPU every
         # forward costs a device sync per mask, which serializes a CUDA step; the buffers stay
         # the checkpointed truth and are kept equal (freeze, forward, load_state_dict).
@@ -167,6 +173,8 @@ class KHotMask(nn.Module):
         self._values_key: tuple[int, int] | None = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        if prefix + "mask" in state_dict and prefix + "overflow" not in state_dict:
+            state_dict[prefix + "overflow"] = torch.zeros_like(self.overflow)   # older checkpoints
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         if prefix + "frozen" in state_dict:
             self._frozen_h = bool(state_dict[prefix + "frozen"])
@@ -213,9 +221,15 @@ class KHotMask(nn.Module):
             self.set_host_values(self.mask.detach().float().cpu())
         return self._values_h  # type: ignore[return-value]
 
+    def rank_key(self) -> torch.Tensor:
+        """(rows, n) on the CPU: m~ + overflow, what top-K ranks (see the class docstring)."""
+        over = self.overflow.detach().float().cpu().view(self.rows, -1)
+        return self._m2() + over if bool(over.any()) else self._m2()
+
     def topk_rows(self) -> torch.Tensor:
-        """(rows, K): top-K of each row of m~, ties broken by index (stable), sorted."""
-        order = torch.sort(self._m2(), dim=1, descending=True, stable=True).indices
+        """(rows, K): top-K of each row by :meth:`rank_key`, sorted; only exactly equal keys
+        fall back to the lower index."""
+        order = torch.sort(self.rank_key(), dim=1, descending=True, stable=True).indices
         return torch.sort(order[:, : self.fan_in], dim=1).values
 
     def sample_rows(self) -> torch.Tensor:
@@ -365,9 +379,57 @@ def sync_masks_to_host(model: nn.Module) -> None:
 
 @torch.no_grad()
 def clip_masks_(model: nn.Module) -> None:
-    """Call after each optimizer step: keep every m~ in [0, 1]."""
+    """The 'box' constraint: clip every learning m~ to [0, 1] and add what the clip removed to
+    ``overflow`` (reset while an entry is strictly inside, so it measures the current spell at
+    the boundary). Without it, rows whose entries all saturate at 1 would be ranked by index."""
     for m in mask_modules(model):
+        if m.is_frozen:
+            continue
+        before = m.mask.detach().clone()
         m.mask.clamp_(0.0, 1.0)
+        inside = (m.mask > 0) & (m.mask < 1)
+        m.overflow.add_(before - m.mask).masked_fill_(inside, 0.0)
+
+
+@torch.no_grad()
+def project_rows_(v: torch.Tensor, k: torch.Tensor, iters: int = 40) -> torch.Tensor:
+    """Euclidean projection of each row of ``v`` (R, n) onto {0 <= x <= 1, sum x = k_r}, in
+    place: x = clamp(v - tau_r, 0, 1) with tau_r found by bisection (sum is monotone in tau).
+    Rows with k_r >= n become all ones. -inf entries are padding and stay at 0."""
+    finite = torch.isfinite(v)
+    lo = torch.where(finite, v, v.new_full((), float("inf"))).amin(1, keepdim=True) - 1.0
+    hi = torch.where(finite, v, v.new_full((), float("-inf"))).amax(1, keepdim=True)
+    k = k.to(v.dtype).view(-1, 1)
+    for _ in range(iters):                  # 40 halvings of a bracket a few units wide: ~1e-12
+        mid = (lo + hi) / 2
+        big = (v - mid).clamp(0.0, 1.0).sum(1, keepdim=True) > k
+        lo, hi = torch.where(big, mid, lo), torch.where(big, hi, mid)
+    return v.sub_(hi).clamp_(0.0, 1.0)
+
+
+@torch.no_grad()
+def constrain_masks_(model: nn.Module, constraint: str = "simplex") -> None:
+    """Call after each optimizer step. ``box``: the paper's clip to [0, 1] (:func:`clip_masks_`).
+    ``simplex`` (default): project each row onto {0 <= m~ <= 1, sum m~ = K}. Sampling reads
+    m~ / sum(m~), so the row sum carries no information and the centered gradients never move
+    it; the clip is what lets rows drift to several entries at exactly 1 (undecided, top-K by
+    tie-break, sampling uniform among them). On the capped simplex at most K entries reach 1,
+    and then the rest are 0: a decided row, which the gradient can still undo."""
+    if constraint == "box":
+        return clip_masks_(model)
+    if constraint != "simplex":
+        raise ValueError(f"unknown mask constraint '{constraint}', expected one of {CONSTRAINTS}")
+    live = [m for m in mask_modules(model) if not m.is_frozen]
+    if not live:
+        return
+    width = max(m.num_candidates for m in live)
+    rows = [torch.nn.functional.pad(m.mask.detach().view(m.rows, -1).float(),
+                                    (0, width - m.num_candidates), value=float("-inf"))
+            for m in live]
+    ks = torch.cat([torch.full((m.rows,), m.fan_in, device=rows[0].device) for m in live])
+    out = project_rows_(torch.cat(rows), ks)
+    for m, r in zip(live, out.split([m.rows for m in live])):
+        m.mask.copy_(r[:, : m.num_candidates].view_as(m.mask))
 
 
 def freeze_masks(model: nn.Module) -> nn.Module:

@@ -186,3 +186,74 @@ def test_host_mirrors_follow_every_update(masked_resnet20):
         assert b.is_frozen and b._step_h == 3 and torch.equal(b._chosen_h, a._chosen_h)
         assert torch.equal(b._m2(), a.mask.detach().view(a.rows, -1))
         assert torch.equal(b.selected_rows(), a.selected_rows())
+
+
+# ------------------------------------------------------------------ decisive top-K (no index ties)
+def _push(mc, grads, constraint, lr=0.5):
+    """SGD steps on m~ with the given gradients, each followed by the constraint."""
+    opt = torch.optim.SGD([mc.mask], lr=lr)
+    for g in grads:
+        mc.mask.grad = torch.as_tensor(g, dtype=torch.float32)
+        opt.step()
+        mcgraph.constrain_masks_(mc, constraint)
+
+
+def test_box_ranks_saturated_entries_by_the_push_not_the_index():
+    mc = _mc(n=3, k=1)
+    _push(mc, [[-1.0, -1.0, -2.0]] * 10, "box")
+    assert mc.mask.detach().tolist() == [1.0, 1.0, 1.0]     # all saturated: a tie in m~ itself
+    assert mc.topk().tolist() == [2]                       # the entry pushed hardest wins
+    mc.freeze()
+    assert mc.selected().tolist() == [2]
+
+
+def test_overflow_resets_inside_and_survives_a_checkpoint():
+    mc = _mc(n=3, k=1)
+    _push(mc, [[-1.0, 0.0, -2.0]] * 4, "box")
+    assert mc.overflow[2] > mc.overflow[0] > 0 and mc.overflow[1] == 0
+    _push(mc, [[0.5, 0.0, 0.0]], "box", lr=1.0)            # entry 0 leaves the boundary
+    assert 0 < float(mc.mask.detach()[0]) < 1 and float(mc.overflow[0]) == 0.0
+    other = _mc(n=3, k=1)
+    other.load_state_dict(mc.state_dict())
+    assert torch.equal(other.overflow, mc.overflow) and other.topk().tolist() == mc.topk().tolist()
+    state = {k: v for k, v in mc.state_dict().items() if k != "overflow"}   # an older checkpoint
+    other.load_state_dict(state)
+    assert float(other.overflow.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_simplex_keeps_rows_summing_to_k_with_at_most_k_at_one(k):
+    mc = _mc(n=5, k=k)
+    g = torch.Generator().manual_seed(0)
+    _push(mc, [torch.randn(5, generator=g) - 3.0 for _ in range(30)], "simplex", lr=0.3)
+    m = mc.mask.detach()
+    assert float(m.min()) >= 0.0 and float(m.max()) <= 1.0
+    assert abs(float(m.sum()) - k) < 1e-5
+    assert int((m > 1 - 1e-6).sum()) <= k
+
+
+@pytest.mark.parametrize("constraint", ["box", "simplex"])
+def test_equally_good_candidates_win_equally_often(constraint):
+    """Two candidates with the same expected gradient: the lower index must not be favoured.
+    (With ties broken by index, the box clip made index 0 win most trials.)"""
+    from mcgraph.masks import KHotMask
+    trials = 200
+    mask = KHotMask("t", (trials, 2), fan_in=1)             # one independent trial per row
+    g = torch.Generator().manual_seed(0)
+    _push(mask, [-1.0 + 0.5 * torch.randn(trials, 2, generator=g) for _ in range(40)], constraint,
+          lr=0.05)
+    wins = int((mask.topk_rows()[:, 0] == 0).sum())
+    assert 0.4 < wins / trials < 0.6, wins
+
+
+def test_project_rows_matches_a_sorted_reference():
+    from mcgraph.masks import project_rows_
+    g = torch.Generator().manual_seed(1)
+    v = torch.randn(6, 7, generator=g) * 2
+    k = torch.tensor([1, 2, 3, 1, 7, 4])
+    x = project_rows_(v.clone(), k)
+    assert torch.allclose(x.sum(1), k.float(), atol=1e-5)
+    # the projection's optimality: x = clamp(v - tau) with one tau per row
+    for r in range(6):
+        tau = (v[r] - x[r])[(x[r] > 1e-6) & (x[r] < 1 - 1e-6)]
+        assert tau.numel() == 0 or float(tau.max() - tau.min()) < 1e-5
