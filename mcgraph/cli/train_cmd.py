@@ -19,12 +19,16 @@ C = TrainConfig
 @config_option(C, "fan_in", "--fan-in", "-k", type=int, help="K, when MODEL is a name.")
 @config_option(C, "init", help="Initial masks (learned; default uniform).")
 @config_option(C, "connectivity", help="Learn the masks, or train a fixed rule for comparison.")
+@config_option(C, "chain_blocks", type=int, help="fixed-chain: the chain's length (a same-size control).")
+@config_option(C, "wiring_from", help="fixed-wiring: train this checkpoint's wiring from scratch.")
 @config_option(C, "epochs", type=int)
 @config_option(C, "batch_size", type=int)
 @config_option(C, "lr", type=float, help="Weights' learning rate.")
 @config_option(C, "mask_lr", type=float)
 @config_option(C, "mask_grad", help="'centered' drops the gradient part common to all candidates; "
                "'raw' is the paper's.")
+@config_option(C, "mask_constraint", help="'simplex': rows of m~ sum to K (decisive); 'box': the "
+               "paper's clip to [0, 1].")
 @config_option(C, "aggregate", help="A module reads the mean or the sum of its K inputs (same for K=1).")
 @config_option(C, "weight_decay", type=float)
 @config_option(C, "schedule")
@@ -37,6 +41,8 @@ C = TrainConfig
 @click.option("--out", default=None, help="Run directory (default runs/<model>).")
 @config_option(C, "resume", is_flag=True, help="Continue from OUT/last.pt.")
 @config_option(C, "max_steps", type=int, help="Stop after this many steps (state is saved).")
+@config_option(C, "val_size", type=int, help="Training images held out to choose best.pt "
+               "(default 5,000 for Fashion-MNIST and CIFAR; 0: none, best.pt is the last epoch).")
 @config_option(C, "max_train_samples", type=int, help="Use only the first N training images.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -47,7 +53,8 @@ def train_cmd(model, out, no_progress, as_json, **options):
     cfg = TrainConfig(model=model, out=out, progress=not (no_progress or as_json), **options)
     res = train(cfg)
     summary = {"out": res.out, "epochs_done": res.epochs_done, "steps": res.steps,
-               "best_test_acc": res.best_acc, "last_test_acc": res.last_acc,
+               "best_test_acc": res.best_acc, "best_val_acc": res.best_val_acc,
+               "best_epoch": res.best_epoch, "last_test_acc": res.last_acc,
                "seconds": round(res.seconds, 1), "stopped": res.stopped,
                "best": f"{res.out}/best.pt", "last": f"{res.out}/last.pt"}
     if as_json:

@@ -44,11 +44,22 @@ def build_model(cfg: TrainConfig, spec: DataSpec) -> fx.GraphModule:
         else:
             init = cfg.init or ("random" if mode == "fixed-random" else "uniform")
             gm = rewrite(cfg.model, cfg.fan_in, init, **kw)
-    return apply_connectivity(gm, cfg.connectivity, cfg.seed)
+    return apply_connectivity(gm, cfg.connectivity, cfg.seed, chain_blocks=cfg.chain_blocks,
+                              wiring_from=cfg.wiring_from)
 
 
-def apply_connectivity(gm: fx.GraphModule, mode: str, seed: int) -> fx.GraphModule:
-    """Freeze the masks by a fixed rule (``fixed-*``); ``learned`` leaves them to training."""
+def apply_connectivity(gm: fx.GraphModule, mode: str, seed: int, *, chain_blocks: int | None = None,
+                       wiring_from: str | None = None) -> fx.GraphModule:
+    """Freeze the masks by a fixed rule (``fixed-*``); ``learned`` leaves them to training.
+
+    ``fixed-chain``: a K=1 chain of ``chain_blocks`` blocks (the last block, which the head
+    reads, plus a seeded random choice of the others, each reading the previous one); the
+    same-size control for a learned K=1 network, which compiles to such a chain.
+    ``fixed-wiring``: the chosen inputs of the checkpoint ``wiring_from``, weights fresh."""
+    if mode == "fixed-chain":
+        return _freeze_chain(gm, int(chain_blocks or 0), seed)
+    if mode == "fixed-wiring":
+        return _freeze_like(gm, str(wiring_from))
     for m in mask_modules(gm):
         n, k = m.num_candidates, m.fan_in
         if mode == "fixed-prev":
@@ -82,3 +93,38 @@ def training_view(model: fx.GraphModule) -> fx.GraphModule:
     view.meta[META] = {**model.meta[META], "dag": copy.deepcopy(dag)}   # the view's own DAG
     view = run_passes(view, [LowerMasks(), EliminateDead()]).graph_module
     return view.train(model.training)
+
+
+def _freeze_chain(gm: fx.GraphModule, length: int, seed: int) -> fx.GraphModule:
+    masks = {m.target: m for m in mask_modules(gm)}
+    dag = carried_dag(gm, WHERE)
+    blocks = dag.blocks()
+    if dag.level != "module" or any(m.fan_in != 1 or m.rows != 1 for m in masks.values()):
+        raise McGraphError(WHERE, "fixed-chain needs a module-level rewrite with K=1",
+                           "connectivity")
+    if not 1 <= length <= len(blocks):
+        raise McGraphError(WHERE, f"chain_blocks must be in 1..{len(blocks)}, got {length}",
+                           "chain_blocks")
+    g = torch.Generator().manual_seed(seed * 7919 + 17)
+    picked = torch.randperm(len(blocks) - 1, generator=g)[: length - 1].tolist()
+    chain = [blocks[i] for i in sorted(picked)] + [blocks[-1]]   # the head reads the last block
+    for b in blocks:
+        m = masks[b]                        # module level: each mask is named by its block
+        earlier = [c for c in chain if blocks.index(c) < blocks.index(b)]
+        src = earlier[-1] if b in chain and earlier else m.candidates[0]   # unread: any input
+        m.freeze([m.candidates.index(src)])
+    return gm
+
+
+def _freeze_like(gm: fx.GraphModule, path: str) -> fx.GraphModule:
+    try:
+        donor = {m.target: m for m in mask_modules(load(path))}
+    except McGraphError as e:
+        raise McGraphError(WHERE, f"wiring_from: {e}", "wiring_from") from None
+    for m in mask_modules(gm):
+        d = donor.get(m.target)
+        if d is None or d.num_candidates != m.num_candidates or d.fan_in != m.fan_in:
+            raise McGraphError(WHERE, f"wiring_from: {path} has no mask for {m.target} with "
+                                      f"{m.num_candidates} candidates and K={m.fan_in}", "wiring_from")
+        m.freeze([torch.nonzero(r).flatten().tolist() for r in d.eval_binary()])
+    return gm

@@ -7,9 +7,10 @@ from typing import Any, Literal, get_args
 
 from ..config import check, validate_literals
 from ..device import DeviceName
-from ..masks import Aggregate, Init, MaskGrad
+from ..masks import Aggregate, Constraint, Init, MaskGrad
 
-Connectivity = Literal["learned", "fixed-prev", "fixed-full", "fixed-random"]
+Connectivity = Literal["learned", "fixed-prev", "fixed-full", "fixed-random", "fixed-chain",
+                       "fixed-wiring"]
 Schedule = Literal["cosine", "step"]
 CONNECTIVITY: tuple[str, ...] = get_args(Connectivity)
 WHERE = "train"
@@ -24,6 +25,8 @@ class TrainConfig:
     fan_in: int = 2                     # K, for a model given by name
     init: Init | None = None            # None: 'uniform' when learned, else the rule's own
     connectivity: Connectivity = "learned"
+    chain_blocks: int | None = None     # fixed-chain: a K=1 chain of this many blocks, seeded
+    wiring_from: str | None = None      # fixed-wiring: the frozen wiring of this checkpoint
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1                     # weights: SGD, Nesterov momentum
@@ -34,8 +37,9 @@ class TrainConfig:
     mask_lr: float = 0.05               # masks: plain SGD, no momentum, no weight decay
     mask_momentum: float = 0.0
     mask_grad: MaskGrad = "normalized"  # see KHotMask
+    mask_constraint: Constraint = "simplex"   # simplex: rows sum to K | box: the paper's clip
     aggregate: Aggregate = "mean"       # mean | sum of the K inputs (see MaskConnect)
-    freeze_at: float = 0.5              # fraction of the training steps after which masks freeze
+    freeze_at: float = 0.3              # fraction of the steps after which masks freeze (see docs/results.md)
     label_smoothing: float = 0.0
     device: DeviceName = "auto"         # auto | cpu | cuda
     channels_last: bool | None = None   # None: on (faster for these convs on CPU and GPU)
@@ -43,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     max_steps: int | None = None        # stop (and save) after this many optimizer steps in total
+    val_size: int | None = None         # held out from training (None: 5,000 / a tenth; 0: none)
     max_train_samples: int | None = None
     max_test_samples: int | None = None
     eval_batch_size: int = 500
@@ -56,6 +61,14 @@ class TrainConfig:
         for name in ("lr", "mask_lr", "weight_decay", "momentum", "mask_momentum",
                      "label_smoothing", "warmup_steps", "bn_recalibration_batches"):
             check(getattr(self, name) >= 0, WHERE, name, f"must be >= 0, got {getattr(self, name)}")
+        check(self.val_size is None or self.val_size >= 0, WHERE, "val_size",
+              f"must be >= 0, got {self.val_size}")
+        check((self.connectivity == "fixed-chain") == (self.chain_blocks is not None), WHERE,
+              "chain_blocks", "is the chain length of connectivity 'fixed-chain' (and only of it)")
+        check(self.chain_blocks is None or self.chain_blocks >= 1, WHERE, "chain_blocks",
+              f"must be >= 1, got {self.chain_blocks}")
+        check((self.connectivity == "fixed-wiring") == (self.wiring_from is not None), WHERE,
+              "wiring_from", "is the checkpoint of connectivity 'fixed-wiring' (and only of it)")
         for name in ("max_steps", "max_train_samples", "max_test_samples"):
             v = getattr(self, name)
             check(v is None or v >= 1, WHERE, name, f"must be >= 1, got {v}")

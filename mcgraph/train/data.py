@@ -13,6 +13,7 @@ seeded by ``(seed, epoch)``: a resumed run at epoch k sees exactly the batches i
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 import pickle
@@ -23,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import McGraphError
 
@@ -55,6 +56,7 @@ class Data:
     spec: DataSpec
     train: Dataset
     test: Dataset
+    val: Dataset | None = None       # held out from the training images (see split_validation)
 
 
 class TensorImageDataset(Dataset):
@@ -280,6 +282,38 @@ def load_data(name: str, data_dir: str | None = None) -> Data:
                                f"{', '.join(DATASETS)} or imagefolder:DIR")
 
 
+# ---------------------------------------------------------------- validation split
+
+VAL_SEED = 0x5EED  # one split for every run and seed: runs of a grid select on the same images
+
+
+def default_val_size(spec: DataSpec) -> int:
+    """5,000 for the large sets (Fashion-MNIST, CIFAR), else a tenth of the training images."""
+    return 5000 if spec.train_size >= 40000 else spec.train_size // 10
+
+
+def split_validation(data: Data, size: int | None = None) -> Data:
+    """Hold ``size`` training images out as ``data.val`` (None: :func:`default_val_size`; 0:
+    no validation split). The split is drawn with a fixed seed, so it is the same for every
+    run; a training subset (``max_train_samples``) is then taken from the remaining images."""
+    n = len(data.train)
+    size = default_val_size(data.spec) if size is None else int(size)
+    if size == 0:
+        return data
+    if not 0 < size < n:
+        raise McGraphError("data", f"val_size must be in 0..{n - 1} for {data.spec.name} "
+                                   f"({n} training images), got {size}", "val_size")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
+    val_idx, train_idx = perm[:size].sort().values, perm[size:].sort().values
+    if isinstance(data.train, TensorImageDataset):
+        t = data.train
+        train, val = (TensorImageDataset(t.images[i], t.labels[i]) for i in (train_idx, val_idx))
+    else:
+        train, val = Subset(data.train, train_idx.tolist()), Subset(data.train, val_idx.tolist())
+    spec = dataclasses.replace(data.spec, train_size=len(train))
+    return Data(spec, train, data.test, val)
+
+
 # ---------------------------------------------------------------- loader
 
 def _generator(*keys: int) -> torch.Generator:
@@ -316,8 +350,10 @@ class Loader:
     def __init__(self, data: Data, split: str, batch_size: int, *, shuffle: bool, augment: bool,
                  seed: int, epoch: int, drop_last: bool, rank: int, world_size: int,
                  device: str | torch.device, max_samples: int | None):
-        if split not in ("train", "test"):
-            raise McGraphError("data", f"split must be 'train' or 'test', got {split!r}")
+        if split not in ("train", "val", "test"):
+            raise McGraphError("data", f"split must be 'train', 'val' or 'test', got {split!r}")
+        if getattr(data, split) is None:
+            raise McGraphError("data", f"{data.spec.name} has no {split} split")
         if batch_size < 1:
             raise McGraphError("data", f"batch size must be >= 1, got {batch_size}")
         if max_samples is not None and max_samples < 1:

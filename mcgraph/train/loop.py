@@ -3,7 +3,9 @@
     result = train(TrainConfig(model="resnet20", data="fashion-mnist", epochs=2, out="runs/r20"))
 
 Writes ``config.json``, ``metrics.jsonl`` (one line per epoch), ``last.pt`` (every epoch and on
-stop) and ``best.pt`` into ``cfg.out``. Ctrl-C finishes the current step, saves ``last.pt`` and
+stop) and ``best.pt`` into ``cfg.out``. ``best.pt`` is the epoch with the best accuracy on the
+validation split held out from the training images (``val_size``); without one, the last
+epoch. Test accuracy is logged for curves; no choice reads it. Ctrl-C finishes the current step, saves ``last.pt`` and
 stops; ``resume=True`` continues bit for bit (same batches, same mask draws, same optimizer state).
 """
 from __future__ import annotations
@@ -28,14 +30,14 @@ from ..checkpoint import read_checkpoint
 from ..device import resolve_device
 from ..errors import Interrupted, McGraphError
 from ..io import write_text_atomic
-from ..masks import (clip_masks_, freeze_masks, mask_modules, renormalize_mask_grads_,
+from ..masks import (constrain_masks_, freeze_masks, mask_modules, renormalize_mask_grads_,
                      sync_masks_to_host)
 from . import distributed as D
 from .build import apply_connectivity, build_model, training_view
 from .config import TrainConfig
-from .data import Data, load_data, make_loader
-from .metrics import (chosen_changed, chosen_sets, evaluate, mask_entropy, recalibrate_bn,
-                      summarize)
+from .data import Data, load_data, make_loader, split_validation
+from .metrics import (chosen_changed, chosen_sets, evaluate, freeze_margins, mask_entropy,
+                      recalibrate_bn, summarize)
 from .state import save_training, set_rng_state
 
 __all__ = ["Interrupted", "TrainResult", "Trainer", "train"]
@@ -47,11 +49,13 @@ class TrainResult:
     out: str
     epochs_done: int
     steps: int
-    best_acc: float
+    best_acc: float                   # test accuracy of the epoch best.pt holds
     last_acc: float | None
     seconds: float
     stopped: str                      # "done" | "max_steps"
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    best_val_acc: float | None = None  # the validation accuracy best.pt was chosen on
+    best_epoch: int = 0
 
 
 def train(cfg: TrainConfig, data: Data | None = None,
@@ -94,6 +98,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.cfg, self.device, self.dist, self.out = cfg, device, dist, Path(cfg.out)
         self.data = data or load_data(cfg.data, cfg.data_dir)
+        if self.data.val is None:
+            self.data = split_validation(self.data, cfg.val_size)
         self.channels_last = True if cfg.channels_last is None else cfg.channels_last
         self.amp = (device.type == "cuda") if cfg.amp is None else (cfg.amp and device.type == "cuda")
         self.model = self._model(model, ckpt).to(
@@ -108,6 +114,9 @@ class Trainer:
         self.freeze_step = round(cfg.freeze_at * cfg.epochs * self.steps_per_epoch)
         self.epoch = self.batch0 = self.step = 0
         self.best, self.last_acc, self.stopped = -1.0, None, "done"
+        self.best_val: float | None = None    # selection key; best = that epoch's test acc
+        self.best_epoch = 0
+        self.freeze_stats: dict[str, Any] | None = None
         self.partial = [0.0, 0.0, 0.0, 0.0]   # [loss sum, correct, seen, seconds] before a resume
         self.epoch_chosen: dict | None = None  # the chosen inputs when the epoch began
         self.history: list[dict[str, Any]] = []
@@ -153,6 +162,8 @@ class Trainer:
         if self.amp and t["scaler"]:          # a CPU run's disabled scaler has an empty state
             self.scaler.load_state_dict(t["scaler"])
         self.epoch, self.batch0, self.step, self.best = t["epoch"], t["batch"], t["step"], t["best_acc"]
+        self.best_val, self.best_epoch = t.get("best_val_acc"), t.get("best_epoch", 0)
+        self.freeze_stats = t.get("freeze_stats")
         if self.dist.main:                  # saved summed over ranks: rank 0 carries them on
             self.partial = [float(v) for v in t.get("epoch_partial", self.partial)]
         self.epoch_chosen = t.get("epoch_chosen")
@@ -173,7 +184,8 @@ class Trainer:
                     self.stopped = "max_steps"
         D.barrier(self.dist)
         return TrainResult(str(self.out), self.epoch, self.step, self.best, self.last_acc,
-                           time.perf_counter() - t0, self.stopped, self.history)
+                           time.perf_counter() - t0, self.stopped, self.history, self.best_val,
+                           self.best_epoch)
 
     def train_epoch(self, stop: "StopFlag") -> tuple[list[float], float]:
         """The rest of the current epoch; returns [loss sum, correct, seen] and its seconds
@@ -213,6 +225,8 @@ class Trainer:
     def maybe_freeze(self) -> None:
         """At ``freeze_step``: fix the masks and fine-tune on the lowered graph from then on."""
         if self.learning and self.step >= self.freeze_step:
+            self.freeze_stats = {"step": self.step, "mask_entropy": mask_entropy(self.model),
+                                 **freeze_margins(self.model)}
             freeze_masks(self.model)
             self.learning = False
             self.net = D.wrap(training_view(self.model), self.dist, self.device)
@@ -238,31 +252,39 @@ class Trainer:
             renormalize_mask_grads_(self.model)
         self.scaler.step(self.opt)
         self.scaler.update()
-        clip_masks_(self.model)
+        constrain_masks_(self.model, self.cfg.mask_constraint)
         self.sched.step()
         self.step += 1
         return loss.detach(), logits.detach(), stopping
 
-    def evaluate(self) -> dict[str, float]:
-        """Test metrics of the eval (top-K) wiring, summed over ranks. While masks learn, on a
-        copy whose BatchNorm statistics were re-estimated for that wiring (see recalibrate_bn)."""
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """Validation and test metrics of the eval (top-K) wiring, summed over ranks. While masks
+        learn, on a copy whose BatchNorm statistics were re-estimated for that wiring."""
         net, n = self.net, self.cfg.bn_recalibration_batches
         if self.learning and n:
             calib = make_loader(self.data, "train", self.cfg.batch_size, shuffle=True, augment=False,
                                 seed=self.cfg.seed, device=self.device)    # the same on every rank
             net = recalibrate_bn(self.model, itertools.islice(iter(calib), n), self.amp,
                                  self.channels_last)
-        m = evaluate(net, self._loader("test", 0), self.data.spec.num_classes, self.amp,
-                     self.channels_last)
-        return summarize(D.all_sum(m["sums"], self.dist, self.device), self.data.spec.num_classes)
+        out = {}
+        for split in ("val", "test") if self.data.val is not None else ("test",):
+            m = evaluate(net, self._loader(split, 0), self.data.spec.num_classes, self.amp,
+                         self.channels_last)
+            out[split] = summarize(D.all_sum(m["sums"], self.dist, self.device),
+                                   self.data.spec.num_classes)
+        return out
 
     def end_epoch(self, before: dict, sums: list[float], seconds: float) -> None:
-        """Evaluate, log a metrics row, save best.pt and last.pt, move to the next epoch."""
+        """Evaluate, log a metrics row, save best.pt (best validation accuracy; without a
+        validation split, the latest epoch) and last.pt, move to the next epoch."""
         D.sync_batchnorm_buffers(self.model, self.dist)
-        tr, test = D.all_sum(sums, self.dist, self.device), self.evaluate()
+        tr, ev = D.all_sum(sums, self.dist, self.device), self.evaluate()
+        test, val = ev["test"], ev.get("val")
         self.last_acc = test["acc"]
         row = {"epoch": self.epoch + 1, "step": self.step, "train_loss": tr[0] / max(tr[2], 1),
-               "train_acc": 100 * tr[1] / max(tr[2], 1), "test_acc": test["acc"],
+               "train_acc": 100 * tr[1] / max(tr[2], 1),
+               **({"val_acc": val["acc"], "val_loss": val["loss"]} if val else {}),
+               "test_acc": test["acc"],
                "test_loss": test["loss"], **({"test_top5": test["top5"]} if "top5" in test else {}),
                "lr": self.opt.param_groups[0]["lr"], "mask_lr": self.opt.param_groups[1]["lr"],
                "masks_frozen": all(m.is_frozen for m in mask_modules(self.model)),
@@ -270,10 +292,15 @@ class Trainer:
                "mask_entropy": mask_entropy(self.model),
                "chosen_changed": chosen_changed(before, chosen_sets(self.model)),
                "images_per_s": tr[2] / max(seconds, 1e-9), "seconds": seconds}
+        if self.freeze_stats and self.freeze_stats.get("epoch") is None:
+            self.freeze_stats["epoch"] = self.epoch + 1      # reported once, in this epoch's row
+            row["freeze"] = self.freeze_stats
         self.history.append(row)
         self.epoch, self.batch0, self.epoch_chosen = self.epoch + 1, 0, None
-        improved = test["acc"] > self.best       # test acc is summed over ranks: all agree
-        self.best = max(self.best, test["acc"])
+        # every rank computes the same sums, so every rank makes the same choice
+        improved = val is None or self.best_val is None or val["acc"] > self.best_val
+        if improved:
+            self.best, self.best_val, self.best_epoch = test["acc"], val and val["acc"], self.epoch
         if not self.dist.main:
             return
         with open(self.out / "metrics.jsonl", "a") as f:
@@ -282,8 +309,9 @@ class Trainer:
             self.save("best.pt", self.epoch, 0)
         self.save("last.pt", self.epoch, 0)
         if self.cfg.progress:
+            vtxt = f"val {val['acc']:.2f}%  " if val else ""
             tqdm.write(f"epoch {self.epoch}/{self.cfg.epochs}  loss {row['train_loss']:.3f}  "
-                       f"train {row['train_acc']:.1f}%  test {test['acc']:.2f}%  entropy "
+                       f"train {row['train_acc']:.1f}%  {vtxt}test {test['acc']:.2f}%  entropy "
                        f"{row['mask_entropy']:.2f}  changed {row['chosen_changed']}  "
                        f"{row['images_per_s']:.0f} img/s")
 
@@ -292,7 +320,9 @@ class Trainer:
             save_training(self.out / name, self.model, self.opt, self.sched, self.scaler, epoch=epoch,
                           batch=batch, step=self.step, best_acc=self.best, config=self.cfg.to_dict(),
                           epoch_partial=partial or [0.0, 0.0, 0.0, 0.0],
-                          epoch_chosen=self.epoch_chosen if partial else None)
+                          epoch_chosen=self.epoch_chosen if partial else None,
+                          best_val_acc=self.best_val, best_epoch=self.best_epoch,
+                          freeze_stats=self.freeze_stats)
 
     def _bar(self, total: int) -> tqdm:
         return tqdm(total=total, initial=self.batch0, disable=not (self.cfg.progress and self.dist.main),

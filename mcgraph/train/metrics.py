@@ -100,3 +100,21 @@ def mask_entropy(model: nn.Module) -> float:
             h = -float((p[p > 0] * p[p > 0].log()).sum())
             vals.append(h / math.log(n))
     return sum(vals) / len(vals) if vals else 0.0
+
+
+MARGIN = 0.05   # a row decided by less than this (in m~ units) is reported as close
+
+
+def freeze_margins(model: nn.Module, margin: float = MARGIN) -> dict[str, float | int]:
+    """How decisively top-K picks, over learning mask rows with more candidates than K: the
+    gap between the K-th and the (K+1)-th largest m~ of each row. ``ties``: rows where that gap
+    is exactly 0 in m~ itself (before any tie-break); ``close``: gap below ``margin``."""
+    gaps = []
+    for m in mask_modules(model):
+        if m.is_frozen or m.num_candidates <= m.fan_in:
+            continue
+        v = m.mask.detach().float().cpu().view(m.rows, -1).sort(dim=1, descending=True).values
+        gaps += (v[:, m.fan_in - 1] - v[:, m.fan_in]).tolist()
+    return {"rows": len(gaps), "ties": sum(g == 0 for g in gaps),
+            "close": sum(g < margin for g in gaps),
+            "median_gap": float(torch.tensor(gaps).median()) if gaps else 0.0}

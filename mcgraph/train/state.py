@@ -34,11 +34,12 @@ def save_training(path: Path, model: fx.GraphModule, optimizer: torch.optim.Opti
                   scheduler: Any, scaler: Any, *, epoch: int, batch: int, step: int,
                   best_acc: float, config: dict[str, Any],
                   epoch_partial: list[float] | None = None,
-                  epoch_chosen: dict[str, list[list[int]]] | None = None) -> Path:
+                  epoch_chosen: dict[str, list[list[int]]] | None = None,
+                  **extra: Any) -> Path:
     """A checkpoint ``compile`` and ``eval`` read, plus the loop's state for ``--resume``."""
     train = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict(), "epoch": epoch, "batch": batch, "step": step,
              "best_acc": best_acc, "config": config, "rng": rng_state(),
              "epoch_partial": list(epoch_partial or [0.0, 0.0, 0.0, 0.0]),
-             "epoch_chosen": epoch_chosen}
+             "epoch_chosen": epoch_chosen, **extra}
     return write_checkpoint(path, description(model), model.state_dict(), train=train)

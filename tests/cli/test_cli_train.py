@@ -15,7 +15,8 @@ from mcgraph.cli import main
 
 BLOCKS = [f"layer{s}.{i}" for s in (1, 2, 3) for i in range(3)]   # resnet20's 9 residual blocks
 TRAIN = ("train", "resnet20", "--data", "synthetic", "--epochs", "2", "--batch-size", "64",
-         "--fan-in", "2")   # 512 synthetic images / 64 = 8 steps per epoch; masks freeze at step 8
+         "--fan-in", "2", "--val-size", "0", "--freeze-at", "0.5")
+# all 512 synthetic images train (no validation split): 8 steps per epoch; masks freeze at step 8
 
 
 def _run(*args):

@@ -347,3 +347,18 @@ def test_loader_rejects_bad_arguments():
         make_loader(data, "train", 4, shuffle=False, augment=False, rank=2, world_size=2)
     with pytest.raises(McGraphError, match="split"):
         make_loader(data, "val", 4, shuffle=False, augment=False)
+
+
+# ------------------------------------------------------------------ validation split
+def test_validation_split_is_held_out_fixed_and_disjoint():
+    from mcgraph.train.data import split_validation
+    data = load_data("synthetic")
+    a, b = split_validation(data, 100), split_validation(data, 100)
+    assert len(a.val) == 100 and len(a.train) == len(data.train) - 100 == a.spec.train_size
+    assert torch.equal(a.val.images, b.val.images)                 # the same split every run
+    rows = lambda d: {tuple(x.flatten().tolist()) for x in d.images}   # noqa: E731
+    assert not rows(a.val) & rows(a.train)                          # no image in both
+    assert rows(a.val) | rows(a.train) == rows(data.train)
+    assert split_validation(data, 0) is data and split_validation(data).val is not None
+    with pytest.raises(McGraphError, match="val_size"):
+        split_validation(data, len(data.train))

@@ -33,7 +33,7 @@ def test_ddp_ranks_keep_identical_masks_and_weights(tmp_path):
     # checked that the ranks agree on every parameter and buffer, that training moved masks and
     # weights, and that rank 0's last.pt holds exactly that state
     assert sorted(ln for ln in r.stdout.splitlines() if ln.endswith(" ok")) == \
-        ["rank 0 steps 16 ok", "rank 1 steps 16 ok"], r.stdout
+        ["rank 0 steps 14 ok", "rank 1 steps 14 ok"], r.stdout
 
 
 def test_ddp_from_the_cli(tmp_path):
@@ -43,19 +43,19 @@ def test_ddp_from_the_cli(tmp_path):
                   log_dir=tmp_path / "logs")   # gloo: one GPU cannot host two nccl ranks
     assert r.returncode == 0, _why(r)
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["world_size"] == 2 and cfg["steps_per_epoch"] == 8
-    # both ranks ran the command to the end and trained the same 2 x 8 steps
+    assert cfg["world_size"] == 2 and cfg["steps_per_epoch"] == 7   # 461 images after validation
+    # both ranks ran the command to the end and trained the same 2 x 7 steps
     outs = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "logs").rglob("stdout.log")}
     assert sorted(outs) == ["0", "1"], outs
     for res in outs.values():
-        assert (res["epochs_done"], res["steps"], res["stopped"]) == (2, 16, "done"), res
+        assert (res["epochs_done"], res["steps"], res["stopped"]) == (2, 14, "done"), res
     assert outs["0"]["last_test_acc"] == outs["1"]["last_test_acc"]
     # rank 0 alone wrote the metrics (one line per epoch, not one per rank) and the checkpoint,
     # after the last epoch: epochs x steps_per_epoch steps
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [(row["epoch"], row["step"]) for row in rows] == [(1, 8), (2, 16)]
+    assert [(row["epoch"], row["step"]) for row in rows] == [(1, 7), (2, 14)]
     ckpt = torch.load(run / "last.pt", weights_only=True)
-    assert (ckpt["train"]["epoch"], ckpt["train"]["batch"], ckpt["train"]["step"]) == (2, 0, 16)
+    assert (ckpt["train"]["epoch"], ckpt["train"]["batch"], ckpt["train"]["step"]) == (2, 0, 14)
     assert ckpt["train"]["config"]["batch_size"] == 32
     # the saved model is the one the ranks evaluated: their test accuracy (each rank half of the
     # 256 test images, summed) is what the checkpoint scores alone on all of them
