@@ -53,8 +53,8 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import (bench_cmd, compile_cmd, demo_cmd, eval_cmd, inspect_cmd,  # noqa: F401
-                   rewrite_cmd, train_cmd)
+    from . import (bench_cmd, compile_cmd, demo_cmd, eval_cmd, experiment_cmd,  # noqa: F401
+                   inspect_cmd, rewrite_cmd, train_cmd)
 
 
 _register()

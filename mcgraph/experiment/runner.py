@@ -1,0 +1,210 @@
+"""Run a grid of training runs from a spec, measure each one, and render the results page.
+
+    from mcgraph.experiment import run_experiment
+    results = run_experiment("experiments/tables.json", "runs/experiment", seeds=3,
+                             render_to="docs/results.md")
+
+    mcgraph experiment experiments/tables.json --out runs/experiment --seeds 3 --render docs/results.md
+
+Each run (table, config, model, seed) trains into ``<root>/<table>/<config>/<model>-s<seed>/``,
+then its checkpoint is compiled, exported to ONNX and timed in onnxruntime (CPU), its
+connectivity drawn, and ``result.json`` written last: a run with ``result.json`` is done and
+skipped, one with only ``last.pt`` is resumed, so an interrupted grid continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from ..errors import McGraphError, first_line
+from ..io import write_text_atomic
+from ..train.config import TrainConfig
+from .spec import (WHERE, Run, Spec, load_spec, read_result, resolve_refs, run_dir, runs)
+
+State = Literal["done", "resume", "new"]
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    run: Run
+    state: State
+    refs: dict[str, str]              # field -> referenced config
+
+
+def run_state(d: Path) -> State:
+    if (d / "result.json").is_file():
+        return "done"
+    return "resume" if (d / "last.pt").is_file() else "new"
+
+
+def plan(spec: Spec, root: str | os.PathLike, *, seeds: int | None = None,
+         only: list[str] | None = None) -> list[PlannedRun]:
+    """The runs in execution order with their state (done / resume / new)."""
+    spec = spec.with_seeds(seeds)
+    tables = {t.name: t for t in spec.tables}
+    return [PlannedRun(r, run_state(r.dir), tables[r.table].config(r.config).refs())
+            for r in runs(spec, root, only)]
+
+
+def train_config(spec: Spec, run: Run, root: str | os.PathLike, progress: bool = True,
+                 resume: bool = False) -> TrainConfig:
+    """The run's TrainConfig: recipe, then the config's keys, references resolved."""
+    table = next(t for t in spec.tables if t.name == run.table)
+    opts = resolve_refs(table.options(run.config),
+                        lambda other: run_dir(root, run.table, other, run.model, run.seed), run.label)
+    return TrainConfig(model=run.model, seed=run.seed, out=str(run.dir), progress=progress,
+                       resume=resume, **opts)
+
+
+def run_experiment(spec_path: str | os.PathLike, root: str | os.PathLike, *,
+                   seeds: int | None = None, only: list[str] | None = None,
+                   render_to: str | None = None, progress: bool = True, log: Log = print,
+                   latency_repeats: tuple[int, int] = (50, 20),
+                   keep_onnx: bool = False) -> list[dict[str, Any]]:
+    """Train, measure and record every run of the spec not done yet; returns the results of
+    the runs that are done. ``seeds=N`` runs seeds 0..N-1 in every table; ``only`` keeps those
+    configs (and the ones they reference). Ctrl-C (:class:`~mcgraph.errors.Interrupted`)
+    propagates with the run's state saved; the next call resumes it."""
+    from ..train.loop import train
+
+    spec = load_spec(spec_path).with_seeds(seeds)
+    results: list[dict[str, Any]] = []
+    planned = plan(spec, root, only=only)
+    for i, p in enumerate(planned, 1):
+        head = f"[{i}/{len(planned)}] {p.run.label}"
+        if p.state == "done":
+            log(f"{head}: skip (done)")
+            results.append(read_result(p.run.dir) or {})
+            continue
+        waiting = [o for o in p.refs.values()
+                   if read_result(run_dir(root, p.run.table, o, p.run.model, p.run.seed)) is None]
+        if waiting:   # an earlier run stopped unfinished (max_steps): this one cannot start yet
+            log(f"{head}: waiting for {', '.join(waiting)} to finish")
+            continue
+        state = run_state(p.run.dir)
+        log(f"{head}: {'resume from last.pt' if state == 'resume' else 'train'}")
+        cfg = train_config(spec, p.run, root, progress, resume=state == "resume")
+        res = train(cfg)                          # Interrupted propagates: state is in last.pt
+        if res.stopped != "done":
+            log(f"{head}: stopped ({res.stopped}) after {res.steps} steps; not finished, the next "
+                "call resumes it")
+            continue
+        result = finish_run(p.run, root, latency_repeats=latency_repeats, keep_onnx=keep_onnx, log=log)
+        log(f"{head}: test {result['test_acc']:.2f}% (epoch {result['best_epoch']}), "
+            f"{result['blocks_kept']}/{result['blocks_total']} blocks, "
+            f"b64 {result['latency_ms_b64']:.2f} ms")
+        results.append(result)
+    if render_to:
+        from .render import render
+        log(f"rendered {render(spec, root, render_to)}")
+    return results
+
+
+# ------------------------------------------------------------------ one finished run
+def read_metrics(d: Path) -> list[dict[str, Any]]:
+    """The run's metrics.jsonl rows (one per epoch); [] when absent."""
+    p = d / "metrics.jsonl"
+    if not p.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    except ValueError as e:
+        raise McGraphError(WHERE, f"{p} is not JSON lines: {first_line(e)}") from None
+
+
+def select_best(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row of the selected epoch: the first maximum of val_acc; without val_acc, the last
+    epoch. Never the test accuracy: selecting on test would report a number chosen on it."""
+    if not rows:
+        raise McGraphError(WHERE, "no epochs recorded (metrics.jsonl is empty)")
+    with_val = [r for r in rows if r.get("val_acc") is not None]
+    if not with_val:
+        return rows[-1]
+    return max(with_val, key=lambda r: r["val_acc"])    # max keeps the first of equal values
+
+
+def train_seconds(rows: list[dict[str, Any]]) -> float:
+    return float(sum(r.get("seconds", 0.0) for r in rows))
+
+
+def finish_run(run: Run, root: str | os.PathLike, *, latency_repeats: tuple[int, int] = (50, 20),
+               keep_onnx: bool = False, log: Log = print) -> dict[str, Any]:
+    """Compile, export and time the selected epoch's checkpoint, draw the connectivity, and write
+    ``result.json`` (last, atomically: its presence means the run is done)."""
+    from .. import deploy
+    from ..api import compile, count_params, load
+    from ..checkpoint import read_checkpoint
+    from ..ir import dag_of
+    from ..passes import export_onnx
+    from ..plot import plot_connectivity
+
+    d = run.dir
+    config = json.loads((d / "config.json").read_text())
+    rows = read_metrics(d)
+    best = select_best(rows)
+    ckpt_name, ckpt = _checkpoint_of_epoch(d, best["epoch"], log, read_checkpoint)
+    masked = load(ckpt)
+    slim, report = compile(masked)
+    shape = tuple(report.input_shape)
+    onnx_path = export_onnx(slim, d / "model.onnx", shape)
+    try:
+        sess = deploy.make_session(onnx_path, device="cpu")
+        b1 = deploy.latency_ms(sess, (1, *shape), repeats=latency_repeats[0])
+        b64 = deploy.latency_ms(sess, (64, *shape), repeats=latency_repeats[1])
+    finally:
+        if not keep_onnx:
+            onnx_path.unlink(missing_ok=True)
+    plot_connectivity(dag_of(masked), d / "connectivity.png",
+                      title=f"{run.label}: test {best['test_acc']:.2f}% (epoch {best['epoch']})")
+    connectivity = config.get("connectivity", "learned")
+    params_test = report.params_after
+    result = {
+        "table": run.table, "config": run.config, "model": run.model, "seed": run.seed,
+        "run": Path(os.path.relpath(d, root)).as_posix(), "connectivity": connectivity,
+        "fan_in": config.get("fan_in"), "data": config.get("data"), "status": "done",
+        "checkpoint": ckpt_name, "best_epoch": best["epoch"], "best_val_acc": best.get("val_acc"),
+        "test_acc": best["test_acc"], "final_test_acc": rows[-1]["test_acc"],
+        # fixed wirings never train the blocks nobody reads: train-time size = test-time size
+        "params_train": count_params(masked) if connectivity == "learned" else params_test,
+        "params_test": params_test, "blocks_total": report.modules_before,
+        "blocks_kept": report.modules_after, "removed": report.removed,
+        "latency_ms_b1": b1, "latency_ms_b64": b64, "train_seconds": train_seconds(rows),
+        "epochs": rows[-1]["epoch"], "machine": machine(config.get("device", "cpu")),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_text_atomic(d / "result.json", json.dumps(result, indent=2) + "\n", WHERE)
+    return result
+
+
+def _checkpoint_of_epoch(d: Path, epoch: int, log: Log, read_checkpoint) -> tuple[str, dict]:
+    """best.pt when it holds the selected epoch, else last.pt when that one does (runs without a
+    validation split select the last epoch, while best.pt may hold another)."""
+    found = {}
+    for name in ("best.pt", "last.pt"):
+        if (d / name).is_file():
+            ckpt = read_checkpoint(d / name)
+            held = ckpt.get("train", {}).get("epoch")
+            if held == epoch:
+                return name, ckpt
+            found[name] = (held, ckpt)
+    if "best.pt" not in found:
+        raise McGraphError(WHERE, f"{d / 'best.pt'} does not exist")
+    log(f"warning: no checkpoint of {d} holds the selected epoch {epoch} "
+        f"(best.pt holds {found['best.pt'][0]}); measuring best.pt")
+    return "best.pt", found["best.pt"][1]
+
+
+def machine(device: str) -> dict[str, Any]:
+    """Where the run trained (``device``) and was timed (this machine's CPU, onnxruntime)."""
+    import onnxruntime
+    import torch
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "device": device}
+
