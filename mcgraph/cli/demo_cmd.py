@@ -19,11 +19,12 @@ C = DemoConfig
 @config_option(C, "epochs", type=int)
 @config_option(C, "batch_size", type=int)
 @config_option(C, "mask_lr", type=float)
+@config_option(C, "mask_constraint")
 @config_option(C, "freeze_at", type=float)
 @config_option(C, "out")
 @config_option(C, "device")
 @config_option(C, "seed", type=int)
-@config_option(C, "max_train_samples", type=int, help="For a quick look: fewer images.")
+@config_option(C, "max_train_samples", type=int, help="Training images used (default: Table 1's 20,000).")
 @click.option("--json", "as_json", is_flag=True)
 def demo_cmd(as_json, **options):
     """Rewrite, train connectivity, compile, export and deploy, end to end on Fashion-MNIST."""
@@ -43,4 +44,16 @@ def demo_cmd(as_json, **options):
         ["time (train / total, s)", res["train_seconds"], res["total_seconds"]],
     ]
     click.echo(table(rows, ["", "original / value", "compiled"]))
+    b = res["baseline"]
+    if b["found"]:
+        spread = f" +/- {b['test_acc_std']:.2f}" if b["test_acc_std"] is not None else ""
+        verdict = "gained" if b["gain_points"] >= 0 else "lost"
+        click.echo(f"Fixed-Prev (the original {res['model']}, every block) with this budget, from the "
+                   f"committed results ({b['seeds']} seeds): {b['test_acc_mean']:.2f}%{spread}. "
+                   f"This run {verdict} {abs(b['gain_points']):.2f} points with "
+                   f"{res['params_after']:,} of {res['params_before']:,} parameters and "
+                   f"{res['latency_ms_b64_original'] / res['latency_ms_b64_compiled']:.2f}x the "
+                   f"batch-64 speed (docs/results.md).")
+    else:
+        click.echo(f"(no Fixed-Prev comparison: {b['why']})")
     click.echo(f"onnx: {res['onnx_path']}\npng:  {res['png_path']}\ncheckpoint: {res['checkpoint']}")

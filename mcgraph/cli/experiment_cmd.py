@@ -12,34 +12,45 @@ from ._common import table
 @click.option("--out", default="runs/experiment", show_default=True, help="Root of the run directories.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Run seeds 0..N-1 in every table (instead of the spec's).")
+@click.option("--table", "tables", multiple=True, metavar="TABLE",
+              help="Only these tables of SPEC; repeat or separate with commas.")
 @click.option("--only", multiple=True, metavar="CONFIG",
               help="Only these configs (and those they reference); repeat or separate with commas.")
 @click.option("--render", "render_to", default=None, metavar="PAGE.md",
               help="Write the results page (and PAGE/ with pictures and run files) at the end.")
 @click.option("--render-only", is_flag=True, help="Re-render from the run files under --out; train nothing.")
 @click.option("--dry-run", is_flag=True, help="List the runs and their state; train nothing.")
+@click.option("--remeasure-latency", is_flag=True,
+              help="Time every done run's compiled model again, side by side; train nothing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def experiment_cmd(spec, out, seeds, only, render_to, render_only, dry_run, no_progress):
+def experiment_cmd(spec, out, seeds, tables, only, render_to, render_only, dry_run, remeasure_latency,
+                   no_progress):
     """Run the grid of SPEC (JSON or TOML) resumably: finished runs are skipped, stopped ones resumed.
 
     \b
-    mcgraph experiment tables.json --seeds 3 --render docs/results.md
+    mcgraph experiment experiments/results.json --table table1 --seeds 3 --render docs/results.md
     mcgraph experiment tables.json --render-only --out docs/results/runs --render docs/results.md
     """
     from ..experiment import load_spec, plan, render, run_experiment
     only_list = [c for o in only for c in o.split(",") if c] or None
+    table_list = [t for o in tables for t in o.split(",") if t] or None
+    if remeasure_latency:
+        from ..experiment.runner import remeasure_latency as remeasure
+        n = remeasure(spec, out, seeds=seeds, log=click.echo, tables=table_list)
+        click.echo(f"{n} runs measured")
+        return
     if render_only:
         if not render_to:
             raise click.UsageError("--render-only needs --render PAGE.md")
         click.echo(f"rendered {render(load_spec(spec), out, render_to, seeds=seeds)}")
         return
     if dry_run:
-        planned = plan(load_spec(spec), out, seeds=seeds, only=only_list)
+        planned = plan(load_spec(spec), out, seeds=seeds, only=only_list, tables=table_list)
         rows = [[p.state, p.run.label, ", ".join(f"{k}=run:{v}" for k, v in p.refs.items())]
                 for p in planned]
         click.echo(table(rows, ["state", "run", "references"]))
         counts = {s: sum(p.state == s for p in planned) for s in ("done", "resume", "new")}
         click.echo(f"{len(planned)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
         return
-    run_experiment(spec, out, seeds=seeds, only=only_list, render_to=render_to,
+    run_experiment(spec, out, seeds=seeds, only=only_list, tables=table_list, render_to=render_to,
                    progress=not no_progress, log=click.echo)

@@ -229,7 +229,8 @@ def _pictures(t: TableSpec, groups: list[Group], assets: Path, multi_model: bool
 def _per_run(t: TableSpec, groups: list[Group], assets: Path) -> list[str]:
     out = ["<details><summary>Per run</summary>", "",
            "| run | best epoch | val acc | test acc | final test acc | params test | blocks kept "
-           "| train s |", "|---|---|---|---|---|---|---|---|"]
+           "| train s | at freeze: tied / close / rows | entropy at freeze | chosen changed per epoch |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for g in groups:
         for r in g.runs:
             rel = Path(os.path.relpath(run_dir(assets / "runs", t.name, r.config, r.model, r.seed),
@@ -237,13 +238,25 @@ def _per_run(t: TableSpec, groups: list[Group], assets: Path) -> list[str]:
             link = f"[{r.config}/{r.dir.name}]({rel}/)"
             if r.result is None:
                 state = f"not done ({len(r.rows)} epoch{'s' if len(r.rows) > 1 else ''})" if r.rows else "not started"
-                out.append(f"| {link} | {state} | | | | | | |")
+                out.append(f"| {link} | {state} | | | | | | | | | |")
                 continue
             x = r.result
             out.append(f"| {link} | {x['best_epoch']} | {fmt(x.get('best_val_acc'))} | "
                        f"{fmt(x['test_acc'])} | {fmt(x['final_test_acc'])} | {x['params_test']:,} | "
-                       f"{x['blocks_kept']}/{x['blocks_total']} | {x['train_seconds']:.0f} |")
+                       f"{x['blocks_kept']}/{x['blocks_total']} | {x['train_seconds']:.0f} | "
+                       + _decisiveness(r.rows) + " |")
     return out + ["", "</details>", ""]
+
+
+def _decisiveness(rows: list[dict[str, Any]]) -> str:
+    """How the masks were decided: at the freeze, rows whose top-K boundary was an exact tie in
+    m~ or closer than the margin (the trainer's ``freeze`` record), the mask entropy then, and
+    how many chosen inputs changed in each epoch. Fixed wirings have none of it."""
+    fr = next((r["freeze"] for r in rows if "freeze" in r), None)
+    changed = ", ".join(str(r.get("chosen_changed", DASH)) for r in rows)
+    if fr is None:
+        return f"{DASH} | {DASH} | {changed}"
+    return f"{fr['ties']} / {fr['close']} / {fr['rows']} | {fr['mask_entropy']:.2f} | {changed}"
 
 
 def budget_section(spec: Spec, runs: list[RunData]) -> list[str]:

@@ -44,9 +44,9 @@ def run_state(d: Path) -> State:
 
 
 def plan(spec: Spec, root: str | os.PathLike, *, seeds: int | None = None,
-         only: list[str] | None = None) -> list[PlannedRun]:
+         only: list[str] | None = None, tables: list[str] | None = None) -> list[PlannedRun]:
     """The runs in execution order with their state (done / resume / new)."""
-    spec = spec.with_seeds(seeds)
+    spec = spec.with_seeds(seeds).with_tables(tables)
     tables = {t.name: t for t in spec.tables}
     return [PlannedRun(r, run_state(r.dir), tables[r.table].config(r.config).refs())
             for r in runs(spec, root, only)]
@@ -66,16 +66,17 @@ def run_experiment(spec_path: str | os.PathLike, root: str | os.PathLike, *,
                    seeds: int | None = None, only: list[str] | None = None,
                    render_to: str | None = None, progress: bool = True, log: Log = print,
                    latency_repeats: tuple[int, int] = (50, 20),
-                   keep_onnx: bool = False) -> list[dict[str, Any]]:
+                   keep_onnx: bool = False, tables: list[str] | None = None) -> list[dict[str, Any]]:
     """Train, measure and record every run of the spec not done yet; returns the results of
     the runs that are done. ``seeds=N`` runs seeds 0..N-1 in every table; ``only`` keeps those
-    configs (and the ones they reference). Ctrl-C (:class:`~mcgraph.errors.Interrupted`)
+    configs (and the ones they reference); ``tables`` those tables (the page still renders
+    all of them). Ctrl-C (:class:`~mcgraph.errors.Interrupted`)
     propagates with the run's state saved; the next call resumes it."""
     from ..train.loop import train
 
     spec = load_spec(spec_path).with_seeds(seeds)
     results: list[dict[str, Any]] = []
-    planned = plan(spec, root, only=only)
+    planned = plan(spec, root, only=only, tables=tables)
     for i, p in enumerate(planned, 1):
         head = f"[{i}/{len(planned)}] {p.run.label}"
         if p.state == "done":
@@ -104,6 +105,38 @@ def run_experiment(spec_path: str | os.PathLike, root: str | os.PathLike, *,
         from .render import render
         log(f"rendered {render(spec, root, render_to)}")
     return results
+
+
+def remeasure_latency(spec_path: str | os.PathLike, root: str | os.PathLike, *,
+                      seeds: int | None = None, repeats: tuple[int, int] = (100, 30),
+                      log: Log = print, tables: list[str] | None = None) -> int:
+    """Time every done run's compiled model again, one after another, and update its
+    ``result.json``. Latencies taken right after each run share the CPU with whatever else ran
+    then; this pass measures them side by side on a quiet machine. Returns the runs measured."""
+    from .. import deploy
+    from ..api import compile, load
+    from ..checkpoint import read_checkpoint
+    from ..passes import export_onnx
+
+    n = 0
+    for p in plan(load_spec(spec_path), root, seeds=seeds, tables=tables):
+        result = read_result(p.run.dir)
+        if result is None:
+            continue
+        slim, report = compile(load(read_checkpoint(p.run.dir / result["checkpoint"])))
+        shape = tuple(report.input_shape)
+        path = export_onnx(slim, p.run.dir / "model.onnx", shape)
+        try:
+            sess = deploy.make_session(path, device="cpu")
+            result["latency_ms_b1"] = deploy.latency_ms(sess, (1, *shape), repeats=repeats[0])
+            result["latency_ms_b64"] = deploy.latency_ms(sess, (64, *shape), repeats=repeats[1])
+        finally:
+            path.unlink(missing_ok=True)
+        result["latency_measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_text_atomic(p.run.dir / "result.json", json.dumps(result, indent=2) + "\n", WHERE)
+        log(f"{p.run.label}: b1 {result['latency_ms_b1']:.3f} ms, b64 {result['latency_ms_b64']:.2f} ms")
+        n += 1
+    return n
 
 
 # ------------------------------------------------------------------ one finished run

@@ -69,6 +69,18 @@ class Spec:
         return Spec(tuple(_replace_seeds(t, tuple(range(n))) for t in self.tables), self.path)
 
 
+    def with_tables(self, names: list[str] | None) -> Spec:
+        """Only the tables named (None: all), in the spec's order."""
+        if not names:
+            return self
+        known = [t.name for t in self.tables]
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise McGraphError(WHERE, f"no table {', '.join(map(repr, bad))} in {self.path or 'the spec'}"
+                                      f"; it has {', '.join(known)}", "table")
+        return Spec(tuple(t for t in self.tables if t.name in names), self.path)
+
+
 def _replace_seeds(t: TableSpec, seeds: tuple[int, ...]) -> TableSpec:
     return TableSpec(t.name, t.configs, t.models, seeds, t.recipe, t.title, t.compare, t.notes)
 

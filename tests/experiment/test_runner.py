@@ -230,3 +230,29 @@ def test_select_best_uses_validation_never_test():
     assert select_best(no_val)["epoch"] == 4                   # the last epoch
     with pytest.raises(McGraphError):
         select_best([])
+
+
+def test_remeasure_latency_updates_only_the_latencies(grid, tmp_path):
+    import shutil
+    from mcgraph.experiment.runner import remeasure_latency
+    src, spec, results, _ = grid
+    shutil.copytree(src / "runs", tmp_path / "runs")
+    before = {r["run"]: r for r in results}
+    assert remeasure_latency(spec, tmp_path / "runs", repeats=(2, 2), log=lambda s: None) == 2
+    for run, old in before.items():
+        new = json.loads((tmp_path / "runs" / run / "result.json").read_text())
+        assert new["latency_ms_b1"] > 0 and new["latency_ms_b64"] > 0 and "latency_measured_at" in new
+        assert not (tmp_path / "runs" / run / "model.onnx").exists()
+        same = {k for k in old if not k.startswith("latency")}
+        assert {k: new[k] for k in same} == {k: old[k] for k in same}
+
+
+def test_table_filter_plans_only_those_tables(tmp_path):
+    def table(name):
+        return {"name": name, "models": ["resnet20"], "seeds": [0],
+                "configs": [{"name": "prev", "connectivity": "fixed-prev"}]}
+    spec = parse_spec({"tables": [table("a"), table("b")]})
+    assert [p.run.label for p in plan(spec, tmp_path, tables=["b"])] == ["b/prev/resnet20-s0"]
+    assert len(plan(spec, tmp_path)) == 2
+    with pytest.raises(McGraphError, match="no table 'c'.*it has a, b"):
+        plan(spec, tmp_path, tables=["c"])
