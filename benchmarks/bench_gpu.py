@@ -9,7 +9,8 @@ masked network learning its masks (K=2, uniform init; branch level for ResNeXt) 
 network with frozen masks (top-K of seeded random masks, so some modules are unread, as after a
 learned run). One step = autocast fp16 forward + loss, GradScaler backward, unscale, SGD (weights:
 Nesterov, weight decay; masks: their own group, plain SGD, no weight decay, as the trainer does),
-clip_masks_. Channels-last input and model. Step time is the median of CUDA-synchronized wall
+constrain_masks_ (the trainer's default: simplex projection). Channels-last input and model.
+Step time is the median of CUDA-synchronized wall
 times after warm-up; peak memory is torch.cuda.max_memory_allocated over one step (weights,
 optimizer state and activations), "step MiB" the part above what was allocated before the step.
 
@@ -161,7 +162,7 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: 
                 _renormalize(model)
         scaler.step(opt)
         scaler.update()
-        mcgraph.clip_masks_(model)
+        mcgraph.constrain_masks_(model)   # the trainer's default constraint (simplex)
         return loss.detach()
 
     step.opt = opt  # type: ignore[attr-defined]  # keep the optimizer alive with the closure

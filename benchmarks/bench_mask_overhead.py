@@ -31,7 +31,7 @@ def measure(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: i
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        mcgraph.clip_masks_(model)
+        mcgraph.constrain_masks_(model)   # the trainer's default constraint (simplex)
 
     seconds = time_steps(step, repeats=repeats)
     mem: list[int] = []

@@ -21,6 +21,8 @@ C = DemoConfig
 @config_option(C, "mask_lr", type=float)
 @config_option(C, "mask_constraint")
 @config_option(C, "freeze_at", type=float)
+@config_option(C, "retrain", "--retrain/--no-retrain", help="Retrain the learned wiring from fresh "
+               "weights (default; Table 1 of docs/results.md).")
 @config_option(C, "out")
 @config_option(C, "device")
 @config_option(C, "seed", type=int)
@@ -34,6 +36,8 @@ def demo_cmd(as_json, **options):
         emit_json(res)
         return
     rows = [
+        *([["test accuracy, connectivity search", f"{res['search_test_acc']:.2f}%", ""]]
+          if res["retrained"] else []),
         ["test accuracy (PyTorch)", f"{res['test_acc_pytorch']:.2f}%", ""],
         ["test accuracy (onnxruntime)", f"{res['test_acc_onnxruntime']:.2f}%", ""],
         ["parameters", f"{res['params_before']:,}", f"{res['params_after']:,}"],

@@ -161,15 +161,21 @@ def test_fixed_random_and_full_never_change(tmp_path, synthetic):
 
 
 def test_learned_run_writes_its_files(tmp_path, synthetic):
-    res = train(_cfg(tmp_path, epochs=2, mask_lr=0.05), data=synthetic)
+    res = train(_cfg(tmp_path, epochs=2, mask_lr=0.05, freeze_at=0.5), data=synthetic)
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "last.pt", "best.pt"}
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    for key in ("train_loss", "train_acc", "test_acc", "lr", "mask_lr", "mask_entropy",
+    for key in ("train_loss", "train_acc", "val_acc", "test_acc", "lr", "mask_lr", "mask_entropy",
                 "chosen_changed", "images_per_s", "seconds"):
         assert key in rows[0]
     assert rows[0]["masks_frozen"] is False and rows[1]["masks_frozen"] is True
-    assert res.best_acc == max(r["test_acc"] for r in rows)
+    # the freeze happened in epoch 2 (step 7 of 14): its row says how decisive top-K was
+    assert "freeze" not in rows[0] and rows[1]["freeze"]["epoch"] == 2
+    # K=2: layer1.0 (1 candidate) and layer1.1 (2) read all theirs; 7 rows choose
+    assert rows[1]["freeze"]["rows"] == 7 and 0 <= rows[1]["freeze"]["close"] <= 7
+    best = max(rows, key=lambda r: r["val_acc"])
+    assert (res.best_epoch, res.best_acc, res.best_val_acc) == (best["epoch"], best["test_acc"],
+                                                               best["val_acc"])
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["device"] == ("cuda" if torch.cuda.is_available() else "cpu")   # device auto
     assert cfg["rewrite"]["input_shape"] == [1, 16, 16]
