@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import statistics
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,7 +303,7 @@ def _figure():
 
 
 def _save(plt, fig, ax, path: Path, title: str) -> None:
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 75)), fontsize=10)   # long titles would be cut
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
