@@ -4,7 +4,7 @@
 
 The defaults follow docs/results.md (Table 1) and use its budget: learn K=1 connectivity, then
 retrain the learned wiring from fresh weights (in Table 1 that beat keeping the jointly trained
-weights by 2.4 points at the same size). The demo prints beside its own figures the Fixed-Prev
+weights by 2.3 points at the same size). The demo prints beside its own figures the Fixed-Prev
 (original network) accuracy of the same budget, read from the committed runs under
 ``docs/results/runs/table1`` (never trained at demo time).
 """
