@@ -6,7 +6,8 @@ weights and connectivity together, compile away the masks and the unread blocks,
 from .api import CompileReport, compile, count_params, description, load, rewrite, save
 from .errors import Interrupted, McGraphError
 from .ir import ModuleDAG, dag_of
-from .masks import MaskConnect, clip_masks_, constrain_masks_, freeze_masks, mask_parameters
+from .constraints import clip_masks_, constrain_masks_
+from .masks import MaskConnect, freeze_masks, mask_parameters
 from .models import create_model, list_models, register_model
 from .passes import export_onnx, run_passes
 from .passes.freeze import freeze

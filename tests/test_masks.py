@@ -4,7 +4,8 @@ import torch
 
 import mcgraph
 from helpers import rand
-from mcgraph.masks import MaskConnect, adapt, clip_masks_
+from mcgraph.constraints import clip_masks_
+from mcgraph.masks import MaskConnect, adapt
 
 
 def _mc(n=4, k=2, init="uniform", strides=None, chans=None, out=8, seed=0, grad="raw"):
@@ -247,7 +248,7 @@ def test_equally_good_candidates_win_equally_often(constraint):
 
 
 def test_project_rows_matches_a_sorted_reference():
-    from mcgraph.masks import project_rows_
+    from mcgraph.constraints import project_rows_
     g = torch.Generator().manual_seed(1)
     v = torch.randn(6, 7, generator=g) * 2
     k = torch.tensor([1, 2, 3, 1, 7, 4])

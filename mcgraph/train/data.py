@@ -13,7 +13,6 @@ seeded by ``(seed, epoch)``: a resumed run at epoch k sees exactly the batches i
 """
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import math
 import pickle
@@ -24,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from ..errors import McGraphError
 
@@ -56,7 +55,7 @@ class Data:
     spec: DataSpec
     train: Dataset
     test: Dataset
-    val: Dataset | None = None       # held out from the training images (see split_validation)
+    val: Dataset | None = None       # held out from the training images (see train/split.py)
 
 
 class TensorImageDataset(Dataset):
@@ -280,38 +279,6 @@ def load_data(name: str, data_dir: str | None = None) -> Data:
         return _load_synthetic()
     raise McGraphError("data", f"unknown dataset {name!r}; choose one of "
                                f"{', '.join(DATASETS)} or imagefolder:DIR")
-
-
-# ---------------------------------------------------------------- validation split
-
-VAL_SEED = 0x5EED  # one split for every run and seed: runs of a grid select on the same images
-
-
-def default_val_size(spec: DataSpec) -> int:
-    """5,000 for the large sets (Fashion-MNIST, CIFAR), else a tenth of the training images."""
-    return 5000 if spec.train_size >= 40000 else spec.train_size // 10
-
-
-def split_validation(data: Data, size: int | None = None) -> Data:
-    """Hold ``size`` training images out as ``data.val`` (None: :func:`default_val_size`; 0:
-    no validation split). The split is drawn with a fixed seed, so it is the same for every
-    run; a training subset (``max_train_samples``) is then taken from the remaining images."""
-    n = len(data.train)
-    size = default_val_size(data.spec) if size is None else int(size)
-    if size == 0:
-        return data
-    if not 0 < size < n:
-        raise McGraphError("data", f"val_size must be in 0..{n - 1} for {data.spec.name} "
-                                   f"({n} training images), got {size}", "val_size")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
-    val_idx, train_idx = perm[:size].sort().values, perm[size:].sort().values
-    if isinstance(data.train, TensorImageDataset):
-        t = data.train
-        train, val = (TensorImageDataset(t.images[i], t.labels[i]) for i in (train_idx, val_idx))
-    else:
-        train, val = Subset(data.train, train_idx.tolist()), Subset(data.train, val_idx.tolist())
-    spec = dataclasses.replace(data.spec, train_size=len(train))
-    return Data(spec, train, data.test, val)
 
 
 # ---------------------------------------------------------------- loader

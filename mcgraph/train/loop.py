@@ -30,12 +30,13 @@ from ..checkpoint import read_checkpoint
 from ..device import resolve_device
 from ..errors import Interrupted, McGraphError
 from ..io import write_text_atomic
-from ..masks import (constrain_masks_, freeze_masks, mask_modules, renormalize_mask_grads_,
-                     sync_masks_to_host)
+from ..constraints import constrain_masks_
+from ..masks import freeze_masks, mask_modules, renormalize_mask_grads_, sync_masks_to_host
 from . import distributed as D
 from .build import apply_connectivity, build_model, training_view
 from .config import TrainConfig
-from .data import Data, load_data, make_loader, split_validation
+from .data import Data, load_data, make_loader
+from .split import split_validation
 from .metrics import (chosen_changed, chosen_sets, evaluate, freeze_margins, mask_entropy,
                       recalibrate_bn, summarize)
 from .state import save_training, set_rng_state

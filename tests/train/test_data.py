@@ -351,7 +351,7 @@ def test_loader_rejects_bad_arguments():
 
 # ------------------------------------------------------------------ validation split
 def test_validation_split_is_held_out_fixed_and_disjoint():
-    from mcgraph.train.data import split_validation
+    from mcgraph.train.split import split_validation
     data = load_data("synthetic")
     a, b = split_validation(data, 100), split_validation(data, 100)
     assert len(a.val) == 100 and len(a.train) == len(data.train) - 100 == a.spec.train_size

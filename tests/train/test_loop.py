@@ -222,7 +222,8 @@ def test_renormalize_after_unscale_restores_unit_rms(masked_resnet20):
 
 # ------------------------------------------------------------------ selection never reads test
 def test_best_is_chosen_on_validation_never_on_test(tmp_path, synthetic):
-    from mcgraph.train.data import Data, TensorImageDataset, split_validation
+    from mcgraph.train.data import Data, TensorImageDataset
+    from mcgraph.train.split import split_validation
     d = split_validation(synthetic, 100)
     # validation labels shifted by one class: the better the model, the lower its validation
     # accuracy, so choosing on validation picks an early epoch while test accuracy keeps rising
