@@ -33,17 +33,51 @@ def is_grouped_bottleneck(module: nn.Module) -> bool:
     return pointwise and isinstance(module.conv2, nn.Conv2d) and module.conv2.groups > 1
 
 
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the K-hot matrix. Backward: dL/dM goes to m~ (row-wise gradient mode)."""
+class KHotMix(torch.autograd.Function):
+    """p[:, i] = sum_{k in S_i} t[:, k], S_i the K inputs row i of the K-hot C x C mask selects.
+
+    The mix reads only the K selected streams per row (a copy for K=1; rows that select the
+    same set are computed once) instead of a dense C x C einsum. Backward: t's gradient is the
+    transposed mix; the straight-through mask gradient dL/dM[i, k] = <g_i, t_k> is one batched
+    GEMM over the first ``samples`` items of the batch (times N / samples, an unbiased estimate
+    as in mcgraph.masked_sum), then the row-wise gradient mode (:func:`process_grad`)."""
 
     @staticmethod
-    def forward(ctx, mask, hot, mode):  # type: ignore[override]
-        ctx.mode = mode
-        return hot
+    def forward(ctx, mask, rows, mode, samples, t):  # type: ignore[override]
+        # t: (N, C, out, H, W); rows: C tuples of K stream indices
+        p = torch.empty_like(t, memory_format=torch.contiguous_format)
+        done: dict[tuple[int, ...], int] = {}
+        for i, sel in enumerate(rows):
+            if sel in done:
+                p[:, i].copy_(p[:, done[sel]])
+                continue
+            done[sel] = i
+            p[:, i].copy_(t[:, sel[0]])
+            for k in sel[1:]:
+                p[:, i].add_(t[:, k])
+        ctx.rows, ctx.mode, ctx.samples = rows, mode, samples
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(t)
+        return p
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        return process_grad(g, ctx.mode), None, None
+        g = g.contiguous()
+        gt = None
+        if ctx.needs_input_grad[4]:
+            gt = torch.zeros_like(g)
+            for i, sel in enumerate(ctx.rows):
+                for k in sel:
+                    gt[:, k].add_(g[:, i])
+        gmask = None
+        if ctx.needs_input_grad[0]:
+            (t,) = ctx.saved_tensors
+            n, c = g.shape[:2]
+            r = n if ctx.samples is None or ctx.samples >= n else max(1, int(ctx.samples))
+            gr = g[:r].reshape(r, c, -1).float()
+            tr = t[:r].reshape(r, c, -1).float()
+            gmask = process_grad(torch.bmm(gr, tr.transpose(1, 2)).sum(0) * (n / r), ctx.mode)
+        return gmask, None, None, None, gt
 
 
 class BranchMask(KHotMask):
@@ -56,13 +90,16 @@ class BranchMask(KHotMask):
                              "uniform or random")
         super().__init__(target, (cardinality, cardinality), fan_in, init, None, seed, index, grad)
 
-    def forward(self) -> torch.Tensor:
-        """The K-hot C x C matrix this step uses (float), with a straight-through gradient."""
-        hot = self.binary().to(self.mask.dtype).to(self.mask.device, non_blocking=True)
-        if not self.learning:
-            return hot
-        self.step += 1
-        return _StraightThrough.apply(self.mask, hot, self.grad)
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """Mix the C branch outputs ``t`` (N, C, out, H, W) into the C streams' inputs with the
+        K-hot matrix this step uses (:class:`KHotMix`)."""
+        rows = tuple(tuple(int(k) for k in r) for r in self.selected_rows())
+        learning = self.learning
+        if learning:
+            self.step += 1
+            self._step_h += 1
+        mask = self.mask if learning else self.mask.detach()
+        return KHotMix.apply(mask, rows, self.grad, self.grad_samples, t)
 
 
 def _conv3_per_branch(w3: torch.Tensor, c: int) -> torch.Tensor:
@@ -117,12 +154,11 @@ class BranchBlock(nn.Module):
         return s.view(n, c, *s.shape[1:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.transforms(x)
-        m = self.mask()                                                    # (C, C) K-hot
-        p = torch.einsum("ik,nkchw->nichw", m, t)                          # (N, C, out, H', W')
+        p = self.mask(self.transforms(x))                                  # (N, C, out, H', W')
         n, c = p.shape[:2]
-        p = self.bn3(p.reshape(n * c, *p.shape[2:])).view(p.shape)         # BN3 shared by streams
-        return F.relu(p + self.shortcut(x))
+        p = self.bn3(p.view(n * c, *p.shape[2:])).view(p.shape)            # BN3 shared by streams
+        # in place: BN's backward reads its input, not its output; relu saves its own output
+        return F.relu_(p.add_(self.shortcut(x)))
 
 
 def stream_mean(x: torch.Tensor) -> torch.Tensor:

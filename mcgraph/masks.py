@@ -16,6 +16,8 @@ from typing import Iterable, Literal, Sequence, get_args
 import torch
 from torch import nn
 
+from .masked_sum import MaskedSum, process_grad  # noqa: F401  (re-exported)
+
 Init = Literal["uniform", "prev", "random", "full"]
 MaskGrad = Literal["normalized", "centered", "raw"]
 Aggregate = Literal["mean", "sum"]
@@ -37,94 +39,9 @@ def adapt(y: torch.Tensor, sh: int, sw: int, out_channels: int) -> torch.Tensor:
     return y
 
 
-def _view(y: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
-    sh, sw = stride
-    return y if sh == 1 and sw == 1 else y[:, :, ::sh, ::sw]
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor | None:
-    """A 1-D view in memory order when ``t`` is dense (NCHW or channels-last), else None."""
-    if t.is_contiguous():
-        return t.view(-1)
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return t.permute(0, 2, 3, 1).reshape(-1)       # a view: NHWC is this memory's order
-    return None
-
-
-def _dot(g: torch.Tensor, y: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
-    """<g, adapt(y)>: padded channels are zero, so only the first C_y channels of g count."""
-    v = _view(y, stride)
-    c = v.shape[1]
-    gg = g if c == g.shape[1] else g[:, :c]
-    a, b = _flat(gg), _flat(v)
-    if a is not None and b is not None and gg.stride() == v.stride():
-        return torch.dot(a.float(), b.float())         # fp16 would overflow
-    return torch.sum(gg * v, dtype=torch.float32)
-
-
-class _MaskedSum(torch.autograd.Function):
-    """sum_{k in chosen} adapt(ys[k]); straight-through mask gradient for all candidates.
-
-    ``center``: the mask-gradient mode (see :class:`KHotMask` and :func:`process_grad`).
-    ``scale``: multiply the sum by this (1/K for the 'mean' aggregation)."""
-
-    @staticmethod
-    def forward(ctx, mask, chosen, strides, out_channels, center, scale, *ys):  # type: ignore[override]
-        out = None
-        for k in chosen:
-            v = _view(ys[k], strides[k])                          # (N, C_k, H_j, W_j)
-            if out is None:
-                n, _, h, w = v.shape
-                if v.shape[1] == out_channels:
-                    out = v.clone()
-                    continue
-                out = v.new_zeros((n, out_channels, h, w))
-            out[:, : v.shape[1]] += v
-        if scale != 1.0:
-            out.mul_(scale)
-        ctx.chosen, ctx.strides, ctx.center, ctx.scale = chosen, strides, center, scale
-        ctx.shapes = [y.shape for y in ys]
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(*ys)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        grads: list[torch.Tensor | None] = [None] * len(ctx.shapes)
-        if ctx.scale != 1.0:
-            g = g * ctx.scale
-        for k in ctx.chosen:
-            if not ctx.needs_input_grad[6 + k]:
-                continue
-            shape, (sh, sw) = ctx.shapes[k], ctx.strides[k]
-            gk = g if shape[1] == g.shape[1] else g[:, : shape[1]]
-            if sh == 1 and sw == 1:
-                grads[k] = gk if gk is g else gk.contiguous()
-            else:
-                z = g.new_zeros(shape)
-                z[:, :, ::sh, ::sw] = gk
-                grads[k] = z
-        gmask = None
-        if ctx.needs_input_grad[0]:
-            ys = ctx.saved_tensors
-            gmask = process_grad(torch.stack([_dot(g, y, s) for y, s in zip(ys, ctx.strides)]),
-                                 ctx.center)
-        return (gmask, None, None, None, None, None, *grads)
-
-
 def _stream_seed(seed: int, index: int, step: int) -> int:
     # Independent streams per (seed, module, step): every DDP rank draws the same masks.
     return (seed * 0x9E3779B1 + index * 0xC2B2AE3D + step * 0x85EBCA77) % (2**63 - 1)
-
-
-def process_grad(g: torch.Tensor, mode: str | None) -> torch.Tensor:
-    """Row-wise mask-gradient modes (rows = independent K-hot selections); see KHotMask."""
-    if mode is None or mode == "raw":
-        return g
-    g = g - g.mean(dim=-1, keepdim=True)
-    if mode == "normalized" and g.shape[-1] > 1:
-        g = g / (g.pow(2).mean(dim=-1, keepdim=True).sqrt() + 1e-12)
-    return g
 
 
 class KHotMask(nn.Module):
@@ -159,6 +76,7 @@ class KHotMask(nn.Module):
         self.target, self.rows, self.grad = target, rows, grad
         self.fan_in = min(int(fan_in), n)   # fewer candidates than K: take them all
         self.seed, self.index = int(seed), int(index)
+        self.grad_samples: int | None = None    # see set_grad_samples (not checkpointed)
         self.mask = nn.Parameter(self._init_values(init, rows, n, prev).view(shape))
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
         self.register_buffer("chosen", torch.zeros(shape, dtype=torch.bool))
@@ -340,13 +258,24 @@ class MaskConnect(KHotMask):
             self.step += 1              # on the device, asynchronous
             self._step_h += 1
         mask = self.mask if learning else self.mask.detach()
-        return _MaskedSum.apply(mask, chosen, self.strides, self.out_channels, self.grad,
-                                self.scale, *ys)
+        return MaskedSum.apply(mask, chosen, self.strides, self.out_channels, self.grad,
+                               self.scale, self.grad_samples, *ys)
 
 
 def mask_modules(model: nn.Module) -> list[KHotMask]:
     """Every mask of ``model``: module-level (MaskConnect) and branch-level (BranchMask)."""
     return [m for m in model.modules() if isinstance(m, KHotMask)]
+
+
+def set_grad_samples(model: nn.Module, samples: int | None) -> nn.Module:
+    """Estimate every mask gradient (module and branch level) from the first ``samples`` items
+    of each batch (None: all), an unbiased estimate when batches are shuffled; see
+    mcgraph.masked_sum. The forward and the weights' gradients are unchanged. Returns ``model``."""
+    if samples is not None and samples < 1:
+        raise ValueError(f"set_grad_samples: samples must be >= 1 or None, got {samples}")
+    for m in mask_modules(model):
+        m.grad_samples = samples
+    return model
 
 
 def mask_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -38,6 +38,7 @@ class TrainConfig:
     mask_momentum: float = 0.0
     mask_grad: MaskGrad = "normalized"  # see KHotMask
     mask_constraint: Constraint = "simplex"   # simplex: rows sum to K | box: the paper's clip
+    mask_grad_samples: int = 32         # mask gradients from this many items of a batch (0: all)
     aggregate: Aggregate = "mean"       # mean | sum of the K inputs (see MaskConnect)
     freeze_at: float = 0.3              # fraction of the steps after which masks freeze (see docs/results.md)
     label_smoothing: float = 0.0
@@ -59,7 +60,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "fan_in"):
             check(getattr(self, name) >= 1, WHERE, name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "mask_lr", "weight_decay", "momentum", "mask_momentum",
-                     "label_smoothing", "warmup_steps", "bn_recalibration_batches"):
+                     "label_smoothing", "warmup_steps", "bn_recalibration_batches", "mask_grad_samples"):
             check(getattr(self, name) >= 0, WHERE, name, f"must be >= 0, got {getattr(self, name)}")
         check(self.val_size is None or self.val_size >= 0, WHERE, "val_size",
               f"must be >= 0, got {self.val_size}")

@@ -31,7 +31,8 @@ from ..device import resolve_device
 from ..errors import Interrupted, McGraphError
 from ..io import write_text_atomic
 from ..constraints import constrain_masks_
-from ..masks import freeze_masks, mask_modules, renormalize_mask_grads_, sync_masks_to_host
+from ..masks import (freeze_masks, mask_modules, renormalize_mask_grads_, set_grad_samples,
+                     sync_masks_to_host)
 from . import distributed as D
 from .build import apply_connectivity, build_model, training_view
 from .config import TrainConfig
@@ -103,7 +104,7 @@ class Trainer:
             self.data = split_validation(self.data, cfg.val_size)
         self.channels_last = True if cfg.channels_last is None else cfg.channels_last
         self.amp = (device.type == "cuda") if cfg.amp is None else (cfg.amp and device.type == "cuda")
-        self.model = self._model(model, ckpt).to(
+        self.model = set_grad_samples(self._model(model, ckpt), cfg.mask_grad_samples or None).to(
             device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.opt = make_optimizer(self.model, cfg)
         self.steps_per_epoch = len(self._loader("train", 0))
