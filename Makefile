@@ -32,7 +32,7 @@ demo: setup
 	$(BIN)/mcgraph demo
 
 bench: setup
-	$(BIN)/python benchmarks/bench_mask_overhead.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

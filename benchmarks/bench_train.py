@@ -3,15 +3,17 @@
     python benchmarks/bench_train.py                       # what `make bench` prints
     python benchmarks/bench_train.py --only module --repeats 20
     python benchmarks/bench_train.py --only branch --branch-batches 32
+    python benchmarks/bench_train.py --only module --compile   # + the frozen view under torch.compile
 
 Protocol ([6/9]): 32x32 inputs, K=2 (module level), learning masks, SGD with momentum; each
 variant's step time is the median of ``--repeats`` steps taken in turn with the plain network's
 (one step of each, then again), so machine load hits every variant alike. Memory is the bytes
 autograd saves for backward (distinct storages), the activation memory a step holds.
 
-Module level (resnet20 at batch 128, resnet110 at batch 64): plain, masked learning (with the
-trainer's default mask-gradient estimate and with the full-batch one), masked frozen (the
-lowered view the trainer trains once masks freeze). Branch level (resnext29_8x8d): the original
+Module level (resnet20 at batch 128, resnet110 at batch 64): plain, masked learning (mask
+gradients from the whole batch, the trainer's default, and from 32 items), masked frozen (the
+lowered view the trainer trains once masks freeze, wired to the K latest blocks so that no
+block is pruned). Branch level (resnext29_8x8d): the original
 ResNeXt, fixed-full (K=C frozen, on C streams) and learned K=1 and K=4.
 """
 from __future__ import annotations
@@ -32,11 +34,9 @@ from common import print_table, saved_activation_bytes  # noqa: E402
 
 import mcgraph  # noqa: E402
 from mcgraph.constraints import constrain_masks_  # noqa: E402
-from mcgraph.masks import set_grad_samples  # noqa: E402
+from mcgraph.masks import mask_modules, set_grad_samples  # noqa: E402
 from mcgraph.train.build import apply_connectivity, training_view  # noqa: E402
-from mcgraph.train.config import TrainConfig  # noqa: E402
 
-DEFAULT_SAMPLES = TrainConfig.__dataclass_fields__["mask_grad_samples"].default or None
 
 
 @dataclass
@@ -90,19 +90,30 @@ def table(section: str, variants: list[Variant], x: torch.Tensor, y: torch.Tenso
             for v, t, m in zip(variants, med, mem)]
 
 
-def module_rows(name: str, batch: int, fan_in: int, repeats: int, fmt) -> list[list]:
+def module_rows(name: str, batch: int, fan_in: int, repeats: int, fmt,
+                compile_frozen: bool = False) -> list[list]:
     torch.manual_seed(0)
     x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,))
     def masked(samples):
         return set_grad_samples(mcgraph.rewrite(name, fan_in=fan_in, init="uniform"), samples).to(
             memory_format=fmt)
-    frozen = mcgraph.freeze_masks(mcgraph.rewrite(name, fan_in=fan_in, init="uniform"))
+    frozen = mcgraph.rewrite(name, fan_in=fan_in, init="uniform")
+    for m in mask_modules(frozen):        # the K latest candidates: every block stays read
+        m.freeze(list(range(m.num_candidates - m.fan_in, m.num_candidates)))
     models = [("plain", mcgraph.create_model(name).to(memory_format=fmt)),
-              (f"masked learning (grad samples {DEFAULT_SAMPLES})", masked(DEFAULT_SAMPLES)),
-              ("masked learning (full-batch grad)", masked(None)),
-              ("masked frozen (trained view)", training_view(frozen).to(memory_format=fmt))]
+              ("masked learning (the trainer's default)", masked(None)),
+              ("masked learning, --mask-grad-samples 32", masked(32)),
+              ("masked frozen (trained view, all blocks)", training_view(frozen).to(memory_format=fmt))]
     variants = [Variant(label, m, make_step(m, x, y), []) for label, m in models]
+    if compile_frozen:          # inductor on the frozen view: the wiring no longer changes
+        view = models[-1][1]
+        compiled = torch.compile(view)
+        step = make_step(compiled, x, y)
+        t = time.perf_counter()
+        step()
+        label = f"masked frozen, torch.compile (compiled in {time.perf_counter() - t:.0f} s)"
+        variants.append(Variant(label, view, step, []))
     return table(f"{name} b{batch} K={fan_in}", variants, x, y, repeats)
 
 
@@ -127,12 +138,14 @@ def main() -> None:
     ap.add_argument("--branch-batches", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--branch-fan-in", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--contiguous", action="store_true", help="NCHW instead of channels-last")
+    ap.add_argument("--compile", action="store_true",
+                    help="add the frozen view under torch.compile (inductor; compile time reported)")
     args = ap.parse_args()
     fmt = torch.contiguous_format if args.contiguous else torch.channels_last
     rows: list[list] = []
     if args.only != "branch":
         for name, batch in (("resnet20", 128), ("resnet110", 64)):
-            rows += module_rows(name, batch, args.fan_in, args.repeats, fmt)
+            rows += module_rows(name, batch, args.fan_in, args.repeats, fmt, args.compile)
     if args.only != "module":
         for batch in args.branch_batches:
             rows += branch_rows(args.branch_model, batch, args.branch_fan_in, args.repeats)

@@ -21,12 +21,15 @@ C = DemoConfig
 @config_option(C, "mask_lr", type=float)
 @config_option(C, "mask_constraint")
 @config_option(C, "freeze_at", type=float)
+@config_option(C, "augment", "--augment/--no-augment", help="Random crop and flip of training batches.")
 @config_option(C, "retrain", "--retrain/--no-retrain", help="Retrain the learned wiring from fresh "
                "weights (default; Table 1 of docs/results.md).")
+@config_option(C, "search_epochs", type=int, help="Epochs of the connectivity search (with --retrain).")
+@config_option(C, "search_samples", type=int, help="Training images the search uses (with --retrain).")
 @config_option(C, "out")
 @config_option(C, "device")
 @config_option(C, "seed", type=int)
-@config_option(C, "max_train_samples", type=int, help="Training images used (default: Table 1's 20,000).")
+@config_option(C, "max_train_samples", type=int, help="Training images of the final training (default: all).")
 @click.option("--json", "as_json", is_flag=True)
 def demo_cmd(as_json, **options):
     """Rewrite, train connectivity, compile, export and deploy, end to end on Fashion-MNIST."""

@@ -30,9 +30,10 @@ C = TrainConfig
 @config_option(C, "mask_constraint", help="'simplex': rows of m~ sum to K (decisive); 'box': the "
                "paper's clip to [0, 1].")
 @config_option(C, "mask_grad_samples", type=int, help="Estimate mask gradients from this many items "
-               "of each batch (unbiased; 0: the whole batch).")
+               "of each batch (unbiased, noisier; 0: the whole batch).")
 @config_option(C, "aggregate", help="A module reads the mean or the sum of its K inputs (same for K=1).")
 @config_option(C, "weight_decay", type=float)
+@config_option(C, "augment", "--augment/--no-augment", help="Random crop and flip of training batches.")
 @config_option(C, "schedule")
 @config_option(C, "warmup_steps", type=int)
 @config_option(C, "freeze_at", type=float, help="Fraction of the training steps after which masks freeze.")

@@ -38,10 +38,12 @@ class TrainConfig:
     mask_momentum: float = 0.0
     mask_grad: MaskGrad = "normalized"  # see KHotMask
     mask_constraint: Constraint = "simplex"   # simplex: rows sum to K | box: the paper's clip
-    mask_grad_samples: int = 32         # mask gradients from this many items of a batch (0: all)
+    mask_grad_samples: int = 0          # mask gradients from this many items of a batch (0: all;
+                                        # docs/results.md grad_samples: 32 chose worse wirings)
     aggregate: Aggregate = "mean"       # mean | sum of the K inputs (see MaskConnect)
     freeze_at: float = 0.3              # fraction of the steps after which masks freeze (see docs/results.md)
     label_smoothing: float = 0.0
+    augment: bool = True                # random crop and flip of training batches (the data set's)
     device: DeviceName = "auto"         # auto | cpu | cuda
     channels_last: bool | None = None   # None: on (faster for these convs on CPU and GPU)
     amp: bool | None = None             # None: autocast on CUDA only

@@ -144,7 +144,7 @@ class Trainer:
     def _loader(self, split: str, epoch: int):
         cfg, d, train = self.cfg, self.dist, split == "train"
         return make_loader(self.data, split, cfg.batch_size if train else cfg.eval_batch_size,
-                           shuffle=train, augment=train, drop_last=train, epoch=epoch,
+                           shuffle=train, augment=train and cfg.augment, drop_last=train, epoch=epoch,
                            max_samples=cfg.max_train_samples if train else cfg.max_test_samples,
                            seed=cfg.seed, rank=d.rank, world_size=d.world_size, device=self.device)
 
