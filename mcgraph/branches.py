@@ -65,10 +65,17 @@ class KHotMix(torch.autograd.Function):
         g = g.contiguous()
         gt = None
         if ctx.needs_input_grad[4]:
-            gt = torch.zeros_like(g)
+            gt = torch.empty_like(g)
+            seen: set[int] = set()
             for i, sel in enumerate(ctx.rows):
                 for k in sel:
-                    gt[:, k].add_(g[:, i])
+                    if k in seen:
+                        gt[:, k].add_(g[:, i])
+                    else:
+                        gt[:, k].copy_(g[:, i])
+                        seen.add(k)
+            for k in set(range(g.shape[1])) - seen:      # branches no row read: no gradient
+                gt[:, k].zero_()
         gmask = None
         if ctx.needs_input_grad[0]:
             (t,) = ctx.saved_tensors
@@ -157,8 +164,9 @@ class BranchBlock(nn.Module):
         p = self.mask(self.transforms(x))                                  # (N, C, out, H', W')
         n, c = p.shape[:2]
         p = self.bn3(p.view(n * c, *p.shape[2:])).view(p.shape)            # BN3 shared by streams
-        # in place: BN's backward reads its input, not its output; relu saves its own output
-        return F.relu_(p.add_(self.shortcut(x)))
+        # the sum is a new tensor, not a view, so the ReLU can run in place (an in-place op on
+        # a view would make autograd copy the whole base in backward, CopySlices)
+        return F.relu_(torch.add(p, self.shortcut(x)))
 
 
 def stream_mean(x: torch.Tensor) -> torch.Tensor:
