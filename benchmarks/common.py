@@ -40,8 +40,11 @@ def time_steps(step: Callable[[], None], warmup: int = 3, repeats: int = 10) -> 
 
 
 def print_table(rows: list[list], headers: list[str]) -> None:
-    cells = [[str(h) for h in headers]] + [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in r]
-                                           for r in rows]
+    def fmt(c) -> str:
+        if not isinstance(c, float):
+            return str(c)
+        return f"{c:,.0f}" if abs(c) >= 100 else f"{c:.3g}"
+    cells = [[str(h) for h in headers]] + [[fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for i, r in enumerate(cells):
         print("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))))

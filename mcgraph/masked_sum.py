@@ -5,13 +5,17 @@
 Forward: ``x = scale * sum_{k in chosen} adapt(y_k)`` (N, C, H, W); only the K chosen are read.
 Backward: the chosen inputs get ``scale * g`` (un-adapted); every candidate k gets the
 straight-through mask gradient ``dL/dm_k = <scale * g, adapt(y_k)>`` (DESIGN §2), from the y_k
-that are alive anyway (saved by reference, never copied).
+that are alive anyway: candidates of the block's own shape are saved by reference; adapted
+(earlier-stage) candidates are read from compact stacks shared by the blocks of a stage
+(:class:`_Stacks`).
 
 Cost. Block j reads j earlier outputs in its backward, so the reads are O(n^2) in depth and
-bandwidth-bound. ``samples`` bounds them: the dot products run over the first ``samples``
-items of the batch, times N / samples. A shuffled loader puts the items of a batch in random
-order, so this is an unbiased estimate of the full-batch gradient, and it reads a contiguous
-prefix of each tensor (NCHW and channels-last alike: the batch is the outermost dimension).
+bandwidth-bound; the stacks make the cross-stage ones contiguous and small. ``samples``
+(default None: the whole batch) bounds them further: the dot products run over the first
+``samples`` items of the batch, times N / samples. A shuffled loader puts the items of a batch
+in random order, so this is an unbiased estimate of the full-batch gradient, and it reads a
+contiguous prefix of each tensor (NCHW and channels-last alike: the batch is the outermost
+dimension). It is noisier: see docs/results.md ``grad_samples``.
 Products are formed and accumulated in fp32 whatever the activations' dtype: under autocast
 fp16 with a 65536 loss scale, ``g * y`` in fp16 overflows.
 """

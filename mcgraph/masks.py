@@ -4,7 +4,7 @@ Input of module j:  x_j = sum_k m_{j,k} * adapt_k(y_k)  with m_j K-hot (DESIGN Â
 
 The forward pass adds only the K chosen inputs. The backward pass computes the straight-through
 gradient dL/dm_{j,k} = <dL/dx_j, adapt_k(y_k)> for every candidate k from the y_k that are alive
-anyway (saved by reference, never copied), so activation memory stays linear in depth.
+anyway, so activation memory stays linear in depth (the op: mcgraph.masked_sum).
 
     mc = MaskConnect("layer1.1", ["relu", "layer1.0"], [(1, 1), (1, 1)], [16, 16], 16, fan_in=1)
     x = mc(y_stem, y_block0)      # (N, 16, H, W)

@@ -235,3 +235,20 @@ def test_best_is_chosen_on_validation_never_on_test(tmp_path, synthetic):
     assert chosen != test.index(max(test)) + 1, (val, test)    # the splits disagree: it can tell
     assert torch.load(tmp_path / "run/best.pt", weights_only=True)["train"]["epoch"] == chosen
     assert (res.best_epoch, res.best_acc, res.best_val_acc) == (chosen, test[chosen - 1], max(val))
+
+
+def test_mask_grad_samples_and_augment_reach_the_step(tmp_path, synthetic, monkeypatch):
+    from mcgraph.train import loop
+    from mcgraph.train.loop import Trainer
+    from mcgraph.train import distributed as D
+    seen = []
+    real = loop.make_loader
+    monkeypatch.setattr(loop, "make_loader", lambda *a, **k: seen.append(k["augment"]) or real(*a, **k))
+    cfg = _cfg(tmp_path, mask_grad_samples=8, augment=False, max_steps=1)
+    t = Trainer(cfg, torch.device("cpu"), D.init(torch.device("cpu")), synthetic)
+    assert {m.grad_samples for m in mask_modules(t.model)} == {8}
+    t.run()
+    assert seen and not any(seen)                 # no loader augmented, training included
+    t = Trainer(_cfg(tmp_path / "b"), torch.device("cpu"), D.init(torch.device("cpu")), synthetic)
+    assert {m.grad_samples for m in mask_modules(t.model)} == {None}     # default: whole batch
+    assert t._loader("train", 0).augment
