@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .masked_sum import batch_rows
 from .masks import KHotMask, process_grad
 
 _PARTS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "downsample")
@@ -80,7 +81,7 @@ class KHotMix(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             (t,) = ctx.saved_tensors
             n, c = g.shape[:2]
-            r = n if ctx.samples is None or ctx.samples >= n else max(1, int(ctx.samples))
+            r = batch_rows(n, ctx.samples)
             gr = g[:r].reshape(r, c, -1).float()
             tr = t[:r].reshape(r, c, -1).float()
             gmask = process_grad(torch.bmm(gr, tr.transpose(1, 2)).sum(0) * (n / r), ctx.mode)

@@ -62,13 +62,14 @@ def candidate_grads(g: torch.Tensor, ys: tuple[torch.Tensor, ...], strides: tupl
     batch scaled by N / samples (all items when None or >= N). The reference formulation: the
     op itself reads cross-stage candidates from shared compact stacks (:class:`_Stacks`)."""
     n = g.shape[0]
-    r = _rows(n, samples)
+    r = batch_rows(n, samples)
     gs = g if r == n else g[:r]
     out = torch.stack([dot32(gs, y if r == n else y[:r], s) for y, s in zip(ys, strides)])
     return out if r == n else out * (n / r)
 
 
-def _rows(n: int, samples: int | None) -> int:
+def batch_rows(n: int, samples: int | None) -> int:
+    """How many leading items of a batch of ``n`` the mask gradient reads."""
     return n if samples is None or samples >= n else max(1, int(samples))
 
 
@@ -152,7 +153,7 @@ class MaskedSum(torch.autograd.Function):
         ctx.chosen, ctx.strides, ctx.mode, ctx.scale = chosen, strides, mode, scale
         ctx.shapes = [y.shape for y in ys]
         if ctx.needs_input_grad[0]:
-            r = _rows(ys[0].shape[0], samples)
+            r = batch_rows(ys[0].shape[0], samples)
             direct, groups = _plan(ys, strides, out_channels)
             stacks = [STACKS.get([ys[k] for k in idx], s, r) for (s, _), idx in groups.items()]
             ctx.r, ctx.direct, ctx.groups = r, direct, [idx for idx in groups.values()]
@@ -185,14 +186,12 @@ def _mask_grad(ctx, g: torch.Tensor) -> torch.Tensor:
     """(n,) fp32 straight-through gradient: dots for direct candidates, one matrix-vector
     product per stack of adapted ones; scaled by N / r when estimated from r items."""
     n, r = g.shape[0], ctx.r
-    gs = g if r == n else g[:r]
     saved = ctx.saved_tensors
     ys, stacks = saved[: len(ctx.direct)], saved[len(ctx.direct):]
     out = torch.empty(len(ctx.shapes), dtype=torch.float32, device=g.device)
     if ys:
-        out[ctx.direct] = torch.stack([dot32(gs, y if r == n else y[:r], (1, 1)) for y in ys])
+        out[ctx.direct] = candidate_grads(g, ys, ((1, 1),) * len(ys), r)
     for idx, stack in zip(ctx.groups, stacks):
-        c = stack.shape[2]
-        gc = gs[:, :c].float().contiguous()                        # (r, C, H, W), NCHW like the stack
-        out[idx] = stack.view(len(idx), -1) @ gc.view(-1)
-    return out if r == n else out * (n / r)
+        gc = g[:r, : stack.shape[2]].float().contiguous()        # (r, C, H, W), NCHW like the stack
+        out[idx] = (stack.view(len(idx), -1) @ gc.view(-1)) * (n / r)
+    return out

@@ -16,7 +16,7 @@ from typing import Iterable, Literal, Sequence, get_args
 import torch
 from torch import nn
 
-from .masked_sum import MaskedSum, process_grad  # noqa: F401  (re-exported)
+from .masked_sum import MaskedSum, process_grad, view  # noqa: F401  (process_grad re-exported)
 
 Init = Literal["uniform", "prev", "random", "full"]
 MaskGrad = Literal["normalized", "centered", "raw"]
@@ -31,8 +31,7 @@ UNIFORM_VALUE = 0.5  # 'uniform' init: every entry equal, mid-range so it can mo
 
 def adapt(y: torch.Tensor, sh: int, sw: int, out_channels: int) -> torch.Tensor:
     """Parameter-free adapter (ResNet option A): subsample space, zero-pad channels."""
-    if sh != 1 or sw != 1:
-        y = y[:, :, ::sh, ::sw]
+    y = view(y, (sh, sw))
     pad = out_channels - y.shape[1]
     if pad:
         y = torch.nn.functional.pad(y, (0, 0, 0, 0, 0, pad))
