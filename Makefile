@@ -33,6 +33,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_deploy.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

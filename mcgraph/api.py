@@ -21,8 +21,8 @@ from .errors import McGraphError, first_line
 from .ir import META, carried_dag, dag_of
 from .masks import mask_modules
 from .models import create_model, model_info
-from .passes import (EliminateDead, FindModules, Freeze, InsertMasks, LowerMasks, PruneBranches,
-                     SplitBranches, probe_input, run_passes)
+from .passes import (ConvAdapters, EliminateDead, FindModules, Freeze, FuseBranches, InsertMasks,
+                     LowerMasks, PruneBranches, SplitBranches, probe_input, run_passes)
 from .tracing import annotate_shapes, trace
 
 _RW = RewriteConfig
@@ -112,6 +112,13 @@ class CompileReport:
     onnx_ops: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     passes: list[dict[str, Any]] = field(default_factory=list)   # the driver's record per pass
+    precision: str = "fp32"       # of the file at onnx_path (fp32 | fp16 | int8)
+    precision_max_abs_diff: float | None = None   # that file vs the fp32 export, random inputs
+    quantization: dict[str, Any] = field(default_factory=dict)   # int8: how it was calibrated
+    top1: dict[str, float] = field(default_factory=dict)   # test split, per precision (with data)
+    agreement: dict[str, float] = field(default_factory=dict)   # argmax equal to fp32's, fraction
+    eval_images: int | None = None
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,11 +132,23 @@ def compile_passes(model: fx.GraphModule) -> list:
     return [Freeze(), LowerMasks(), EliminateDead()]
 
 
-def compile(model: fx.GraphModule, check_batch: int = 4) -> tuple[fx.GraphModule, CompileReport]:
-    """Freeze the masks, lower them to plain adds, remove dead modules; every pass is checked.
+def optimize_passes(model: fx.GraphModule) -> list:
+    """What makes a compiled model as fast as its MACs (DESIGN §6): shared adapters and the
+    mean's scale as 1x1 convolutions (module level), streams as channels with BatchNorms folded
+    (branch level)."""
+    if carried_dag(model, "compile").level == "branch":
+        return [FuseBranches()]
+    return [ConvAdapters()]
+
+
+def compile(model: fx.GraphModule, check_batch: int = 4,
+            optimize: bool = True) -> tuple[fx.GraphModule, CompileReport]:
+    """Freeze the masks, lower them to plain adds, remove dead modules, then (``optimize``)
+    rewrite for inference speed (:func:`optimize_passes`); every pass is checked.
 
     Returns the slim GraphModule (eval mode, no masks, carrying its DAG) and a
-    :class:`CompileReport`. The model passed in is not modified."""
+    :class:`CompileReport` whose ``params_after`` counts the pruned model's parameters before
+    the inference rewrites fold BatchNorms. The model passed in is not modified."""
     if not mask_modules(model):
         raise McGraphError("compile", f"{model._get_name()} has no masks; rewrite it first")
     gm = copy.deepcopy(model)
@@ -137,13 +156,17 @@ def compile(model: fx.GraphModule, check_batch: int = 4) -> tuple[fx.GraphModule
     with torch.no_grad():
         ref = gm.eval()(probe)                     # eval of the masked model = the frozen model
     result = run_passes(gm, compile_passes(gm), probe)
+    params_after = count_params(result.graph_module)
+    if optimize:
+        more = run_passes(result.graph_module, optimize_passes(gm), probe)
+        result.graph_module, result.records = more.graph_module, result.records + more.records
     slim = result.graph_module.eval()
     with torch.no_grad():
         out = slim(probe)
     dag = dag_of(slim)
     dead = dag.dead_modules()
     report = CompileReport(
-        params_before=count_params(model), params_after=count_params(slim),
+        params_before=count_params(model), params_after=params_after,
         mask_params=count_params(model, masks=True), modules_before=len(dag.blocks()),
         modules_after=len(dag.blocks()) - len(dead), removed=dead, input_shape=list(input_shape(model)),
         max_abs_diff=float((ref - out).abs().max()), output_scale=float(ref.abs().max()),

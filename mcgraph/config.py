@@ -13,6 +13,7 @@ from .errors import McGraphError
 from .masks import Aggregate, Init, MaskGrad
 
 Level = Literal["auto", "module", "branch"]
+Precision = Literal["fp32", "fp16", "int8"]
 
 
 MISSING_DEFAULT = MISSING
@@ -83,8 +84,27 @@ class CompileConfig:
     opset: int = 18
     batch_sizes: tuple[int, ...] = (1, 4)       # onnxruntime is checked at each
     tolerance: float = 1e-4                      # relative to the output scale (DESIGN §4)
+    precision: Precision = "fp32"                # of the file written; fp32 is exported first
+    data: str | None = None                      # int8 calibration (training split) and top-1
+    data_dir: str | None = None                  # (test split); None: no top-1
+    calib_images: int = 512                      # int8: a seeded random subset of training images
+    calib_seed: int = 0
+    per_channel: bool = True                     # int8: a weight scale per output channel
+    eval_images: int | None = None               # top-1 on the first N test images (None: all)
+    fp16_tolerance: float = 2e-2                 # fp16 (reference evaluator) vs fp32, as above
 
     def __post_init__(self) -> None:
+        validate_literals(self, "compile")
+        if self.precision == "int8" and not self.data:
+            raise McGraphError("compile", "precision int8 needs data: its calibration images "
+                                          "come from that data set's training split",
+                               ("precision", "data"))
+        check(self.calib_images >= 1, "compile", "calib_images",
+              f"must be >= 1, got {self.calib_images}")
+        check(self.eval_images is None or self.eval_images >= 1, "compile", "eval_images",
+              f"must be >= 1, got {self.eval_images}")
+        check(self.fp16_tolerance > 0, "compile", "fp16_tolerance",
+              f"must be > 0, got {self.fp16_tolerance}")
         check(self.opset >= 18, "compile", "opset", f"must be >= 18, got {self.opset}")
         check(bool(self.batch_sizes) and min(self.batch_sizes) >= 1, "compile", "batch_sizes",
               f"must be positive, got {self.batch_sizes}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import onnxruntime as ort
 import torch
 
 from .errors import McGraphError
+from .onnx_stats import initializer_params, onnx_macs, op_counts  # noqa: F401  (re-exported)
 
 
 def providers(device: str = "auto") -> list[str]:
@@ -33,13 +33,19 @@ def providers(device: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(path: str | os.PathLike, device: str = "auto", threads: int = 0) -> ort.InferenceSession:
+def make_session(path: str | os.PathLike, device: str = "auto", threads: int = 0,
+                 spin: bool = True) -> ort.InferenceSession:
+    """An onnxruntime session (all graph optimizations). ``threads``: intra-op threads (0: one
+    per core). ``spin=False`` stops idle threads from busy-waiting for the next run, which
+    matters when several sessions share the cores (side-by-side benchmarks)."""
     path = Path(path)
     if not path.is_file():
         raise McGraphError("deploy", f"{path} does not exist")
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), opts, providers=providers(device))
     except Exception as e:
@@ -73,21 +79,6 @@ def latency_ms(sess: ort.InferenceSession, shape: tuple[int, ...], repeats: int 
         run(sess, x)
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
-
-
-def op_counts(path: str | os.PathLike) -> dict[str, int]:
-    """ONNX operator histogram of the main graph (and its local functions)."""
-    model = onnx.load(str(path))
-    ops = Counter(n.op_type for n in model.graph.node)
-    for f in model.functions:
-        ops.update(n.op_type for n in f.node)
-    return dict(sorted(ops.items()))
-
-
-def initializer_params(path: str | os.PathLike) -> int:
-    """Number of scalars stored in the ONNX initializers (the exported weights)."""
-    model = onnx.load(str(path))
-    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer))
 
 
 def opset(path: str | os.PathLike) -> int:

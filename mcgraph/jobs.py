@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import deploy
+from . import deploy, precision
 from .api import CompileReport, compile, count_params, load, rewrite, save
 from .config import CompileConfig, RewriteConfig
 from .errors import McGraphError
@@ -34,20 +35,50 @@ def rewrite_to_checkpoint(cfg: RewriteConfig) -> dict[str, Any]:
 
 
 def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
-    """Freeze, eliminate dead modules, export, and check ONNX Runtime against PyTorch.
+    """Freeze, eliminate dead modules, export fp32 ONNX and check onnxruntime against PyTorch;
+    then, for ``cfg.precision`` fp16 or int8, convert that file (see :mod:`mcgraph.precision`).
+    With ``cfg.data``, the report holds each precision's top-1 on the test split.
 
-    ``cfg.out`` is replaced only once the exported file passed the onnxruntime check."""
+    ``cfg.out`` (the requested precision) is replaced only once every check passed."""
     out = check_out_path(cfg.out, "compile")
     if cfg.report:
         check_out_path(cfg.report, "compile")
     t0 = time.perf_counter()
     masked = load(cfg.checkpoint)
+    shape = masked.meta["mcgraph"]["rewrite"]["input_shape"]
+    data = precision.load_matching_data(cfg.data, cfg.data_dir, shape) if cfg.data else None
     slim, report = compile(masked)
-    with atomic_path(out, "compile") as staged:
-        export_onnx(slim, staged, tuple(report.input_shape), opset=cfg.opset)
-        report.opset, report.onnx_ops = deploy.opset(staged), deploy.op_counts(staged)
+    report.precision = cfg.precision
+    with atomic_path(out, "compile") as staged, \
+            tempfile.TemporaryDirectory(prefix="mcgraph-compile-") as tmp:
+        fp32 = staged if cfg.precision == "fp32" else Path(tmp) / "fp32.onnx"
+        export_onnx(slim, fp32, tuple(report.input_shape), opset=cfg.opset)
         if cfg.verify:
-            report.onnx_max_abs_diff = verify_onnx(masked, staged, cfg.batch_sizes, cfg.tolerance)
+            report.onnx_max_abs_diff = verify_onnx(masked, fp32, cfg.batch_sizes, cfg.tolerance)
+        if cfg.precision == "int8":
+            assert data is not None                       # CompileConfig requires it
+            report.quantization = precision.quantize_int8(
+                fp32, staged, data, images=cfg.calib_images, seed=cfg.calib_seed,
+                per_channel=cfg.per_channel)
+        elif cfg.precision == "fp16":
+            precision.convert_fp16(fp32, staged)
+        if cfg.precision != "fp32" and (cfg.verify or cfg.precision == "int8"):
+            # fp16 is a correctness check (reference evaluator, tolerance); int8 is reported only
+            inputs = precision.check_inputs(shape, cfg.batch_sizes, data)
+            report.precision_max_abs_diff = precision.compare_to_fp32(
+                staged, fp32, cfg.precision, inputs,
+                cfg.fp16_tolerance if cfg.precision == "fp16" else None)
+            if cfg.precision == "fp16":
+                report.notes.append("fp16 checked against fp32 with onnx's reference evaluator "
+                                    f"(float16 arithmetic) on {sum(cfg.batch_sizes)} "
+                                    f"{'test' if data else 'random'} images")
+        report.opset, report.onnx_ops = deploy.opset(staged), deploy.op_counts(staged)
+        if data is not None:
+            models = {"fp32": fp32, cfg.precision: staged}    # at fp32: one entry, one file
+            ev = precision.top1_on_test_split(models, data, cfg.eval_images)
+            report.top1, report.agreement = ev.top1, ev.agreement
+            report.notes += ev.notes
+            report.eval_images = ev.images
     report.onnx_path = str(out)
     report.seconds = round(time.perf_counter() - t0, 2)
     if cfg.report:

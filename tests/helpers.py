@@ -28,3 +28,23 @@ def eval_outputs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def rand(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def adapter_convs(model) -> tuple[list, list]:
+    """The Conv nodes of an ONNX model that conv_adapters wrote: identity adapters (1x1, weight
+    the identity padded with zero rows) and mean scales (depthwise 1x1, one constant weight)."""
+    import onnx
+    model = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    adapters, scales = [], []
+    for n in model.graph.node:
+        if n.op_type != "Conv" or n.input[1] not in inits:
+            continue
+        w = inits[n.input[1]]
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if w.shape[2:] == (1, 1) and group == 1 and np.array_equal(
+                w[:, :, 0, 0], np.eye(w.shape[0], w.shape[1], dtype=w.dtype)):
+            adapters.append(n)
+        elif w.shape[1:] == (1, 1, 1) and group == w.shape[0] and len(np.unique(w)) == 1:
+            scales.append((n, float(w.flat[0])))
+    return adapters, scales

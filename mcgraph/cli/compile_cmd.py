@@ -1,4 +1,4 @@
-"""mcgraph compile masked.pt -o model.onnx"""
+"""mcgraph compile masked.pt -o model.onnx [--precision fp16|int8 --data D]"""
 from __future__ import annotations
 
 import click
@@ -14,14 +14,31 @@ C = CompileConfig
 @main.command("compile")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @config_option(C, "out", "-o", "--out", required=True, type=click.Path(dir_okay=False),
-               help="ONNX file to write.")
+               help="ONNX file to write (at --precision).")
 @config_option(C, "report", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
 @click.option("--no-verify", is_flag=True, help="Skip running the ONNX file in onnxruntime.")
 @config_option(C, "opset", type=int)
+@config_option(C, "precision", help="Of the file written; fp32 is always exported and verified "
+                                    "first. int8: static QDQ quantization, needs --data.")
+@config_option(C, "data", help="fashion-mnist | cifar10 | cifar100 | imagefolder:DIR | synthetic: "
+                               "int8 calibrates on its training split; each precision's top-1 "
+                               "on its test split goes in the report.")
+@config_option(C, "data_dir", help="Where the data set's files are.")
+@config_option(C, "calib_images", type=int, help="int8: training images to calibrate on.")
+@config_option(C, "calib_seed", type=int, help="int8: seed of the calibration subset.")
+@config_option(C, "per_channel", "--per-channel/--per-tensor",
+               help="int8: one weight scale per output channel, or one per tensor.")
+@config_option(C, "eval_images", type=int,
+               help="With --data: top-1 on the first N test images (default all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def compile_cmd(checkpoint, out, report, no_verify, opset, as_json):
-    """Freeze masks, remove unread modules, export ONNX and verify it in onnxruntime."""
-    cfg = CompileConfig(checkpoint=checkpoint, out=out, report=report, verify=not no_verify, opset=opset)
+def compile_cmd(checkpoint, out, report, no_verify, opset, precision, data, data_dir, calib_images,
+                calib_seed, per_channel, eval_images, as_json):
+    """Freeze masks, remove unread modules, export ONNX and verify it in onnxruntime; then, for
+    --precision fp16 or int8, convert that file and check it against fp32."""
+    cfg = CompileConfig(checkpoint=checkpoint, out=out, report=report, verify=not no_verify,
+                        opset=opset, precision=precision, data=data, data_dir=data_dir,
+                        calib_images=calib_images, calib_seed=calib_seed, per_channel=per_channel,
+                        eval_images=eval_images)
     if not as_json:
         click.echo("compiling ...", err=True)
     rep = compile_checkpoint(cfg)
@@ -29,10 +46,15 @@ def compile_cmd(checkpoint, out, report, no_verify, opset, as_json):
         emit_json(rep.to_dict())
         return
     d = rep.to_dict()
-    ops, passes = d.pop("onnx_ops"), d.pop("passes")
+    ops, passes, notes = d.pop("onnx_ops"), d.pop("passes"), d.pop("notes")
     d["removed"] = ", ".join(d["removed"]) or "-"
     d["onnx_ops"] = ", ".join(f"{k}:{v}" for k, v in ops.items())
     d["passes"] = ", ".join(f"{p['name']} (diff {p['max_abs_diff']:.1e})" if p["max_abs_diff"] is not None
                             else p["name"] for p in passes)
+    for key in ("quantization", "top1", "agreement"):
+        d[key] = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                           for k, v in d[key].items()) or "-"
     click.echo(table(list(d.items()), ["", "value"]))
     click.echo("verified: onnxruntime matches PyTorch" if cfg.verify else "not verified (--no-verify)")
+    for note in notes:
+        click.echo(f"note: {note}")

@@ -18,6 +18,9 @@ from torch import fx
 from ..ir import carried_dag
 from ..masks import MaskConnect, adapt
 from .base import EXACT, GraphPass, PassResult
+
+ROLE = "mcgraph_role"          # node.meta key: what a lowered op is for
+CHANNELS = "mcgraph_channels"  # node.meta key: channels of the tensor a lowered op makes
 from .reads import check_reads
 
 
@@ -50,6 +53,8 @@ class LowerMasks(GraphPass):
                     total = y if total is None else gm.graph.call_function(operator.add, (total, y))
                 if mc.scale != 1.0:
                     total = gm.graph.call_function(operator.mul, (total, mc.scale))
+                    total.meta[ROLE] = "mean_scale"       # conv_adapters may fold it
+                    total.meta[CHANNELS] = mc.out_channels
             node.replace_all_uses_with(total)
             gm.graph.erase_node(node)
             changed = True

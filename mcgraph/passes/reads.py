@@ -28,6 +28,8 @@ def graph_reads(gm: fx.GraphModule) -> dict[str, set[str]]:
             seen.add(n)
             if n.name == source or (n.op == "call_module" and str(n.target) in blocks):
                 found.add(n.name if n.name == source else str(n.target))
+            elif n.op == "get_attr":
+                continue                                  # a constant (an adapter's weight)
             elif n.op in ("call_function", "call_method"):
                 stack.extend(a for a in n.args if isinstance(a, fx.Node))
             else:

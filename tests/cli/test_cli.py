@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import assert_same_outputs, rand
+from helpers import adapter_convs, assert_same_outputs, rand
 
 import mcgraph
 from mcgraph.cli import main
@@ -250,7 +250,33 @@ def test_bench_prints_latency_side_by_side(masked_pt, expected, tmp_path):
     assert slim["model"] == str(tmp_path / "m.onnx") and full["model"] == str(tmp_path / "orig.onnx")
     assert slim["conv_nodes"] == onnx_ops(tmp_path / "m.onnx")["Conv"]
     assert full["conv_nodes"] == onnx_ops(tmp_path / "orig.onnx")["Conv"] == 19
-    assert slim["conv_nodes"] == 19 - block_convs(expected["model"], expected["dead"])
+    adapters, scales = adapter_convs(tmp_path / "m.onnx")       # conv_adapters' 1x1 convs
+    assert slim["conv_nodes"] - len(adapters) - len(scales) == 19 - block_convs(expected["model"],
+                                                                               expected["dead"])
     assert 0 < slim["params"] < full["params"]              # the removed blocks' weights are gone
     for res in (slim, full):
         assert set(res["latency_ms"]) == {"1", "2"} and all(v > 0 for v in res["latency_ms"].values())
+
+
+def test_bench_baseline_ratios_agree_with_its_own_timings(masked_pt, tmp_path):
+    _ok(_run("compile", masked_pt[0], "-o", tmp_path / "m.onnx", "--no-verify", "--json"))
+    original = mcgraph.create_model("resnet20", in_channels=1).eval()
+    mcgraph.export_onnx(original, tmp_path / "orig.onnx", (1, 16, 16))
+    r = _ok(_run("bench", tmp_path / "m.onnx", "--baseline", tmp_path / "orig.onnx",
+                 "--batch-sizes", "1,3", "--repeats", "4", "--warmup", "1", "--threads", "1", "--json"))
+    base, slim = json.loads(r.stdout)
+    assert base["baseline"] and not slim["baseline"] and "vs_baseline" not in base
+    assert base["macs"] == mcgraph.deploy.onnx_macs(tmp_path / "orig.onnx") > slim["macs"] > 0
+    for b in ("1", "3"):
+        for e in (base, slim):
+            assert 0 < e["latency_ms"][b] <= e["p90_ms"][b]
+            assert e["throughput"][b] == pytest.approx(int(b) / (e["latency_ms"][b] / 1e3))
+        ratio = slim["vs_baseline"][b]
+        assert ratio["latency"] == pytest.approx(slim["latency_ms"][b] / base["latency_ms"][b])
+        assert ratio["macs"] == pytest.approx(slim["macs"] / base["macs"])
+        assert ratio["latency_per_mac"] == pytest.approx(ratio["latency"] / ratio["macs"])
+    assert slim["threads"] == 1 and slim["repeats"] == 4
+    text = _ok(_run("bench", tmp_path / "m.onnx", "--baseline", tmp_path / "orig.onnx",
+                    "--batch-sizes", "2", "--repeats", "2")).stdout
+    assert "(baseline)" in text and "MAC ratio" in text and "interleaved" in text
+
