@@ -48,3 +48,20 @@ def adapter_convs(model) -> tuple[list, list]:
         elif w.shape[1:] == (1, 1, 1) and group == w.shape[0] and len(np.unique(w)) == 1:
             scales.append((n, float(w.flat[0])))
     return adapters, scales
+
+
+def model_convs(path) -> int:
+    """Conv nodes of an ONNX file that are the network's own (not conv_adapters' 1x1 convs)."""
+    import onnx
+    model = onnx.load(str(path))
+    adapters, scales = adapter_convs(model)
+    return sum(n.op_type == "Conv" for n in model.graph.node) - len(adapters) - len(scales)
+
+
+def adapter_weights(path) -> int:
+    """Scalars of the initializers conv_adapters' convolutions read."""
+    import onnx
+    model = onnx.load(str(path))
+    adapters, scales = adapter_convs(model)
+    names = {n.input[1] for n in adapters} | {n.input[1] for n, _ in scales}
+    return int(sum(np.prod(t.dims) for t in model.graph.initializer if t.name in names))

@@ -3,12 +3,11 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import assert_same_outputs, rand
+from helpers import assert_same_outputs, model_convs, rand
 
 import mcgraph
 from mcgraph.cli import main
@@ -42,7 +41,7 @@ def _rows(run_dir, drop=("images_per_s", "seconds")):
 
 
 def _onnx_convs(path):
-    return sum(n.op_type == "Conv" for n in onnx.load(str(path)).graph.node)
+    return model_convs(path)                      # the network's convs, not conv_adapters'
 
 
 def _ort_logits(path, x):
