@@ -14,6 +14,7 @@ from .masks import Aggregate, Init, MaskGrad
 
 Level = Literal["auto", "module", "branch"]
 Precision = Literal["fp32", "fp16", "int8"]
+Int8Scheme = Literal["u8s8", "s8s8"]
 
 
 MISSING_DEFAULT = MISSING
@@ -90,6 +91,7 @@ class CompileConfig:
     calib_images: int = 512                      # int8: a seeded random subset of training images
     calib_seed: int = 0
     per_channel: bool = True                     # int8: a weight scale per output channel
+    int8_scheme: Int8Scheme = "u8s8"             # uint8 activations, 7-bit weights (see precision)
     eval_images: int | None = None               # top-1 on the first N test images (None: all)
     fp16_tolerance: float = 2e-2                 # fp16 (reference evaluator) vs fp32, as above
 

@@ -59,7 +59,7 @@ def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
             assert data is not None                       # CompileConfig requires it
             report.quantization = precision.quantize_int8(
                 fp32, staged, data, images=cfg.calib_images, seed=cfg.calib_seed,
-                per_channel=cfg.per_channel)
+                per_channel=cfg.per_channel, scheme=cfg.int8_scheme)
         elif cfg.precision == "fp16":
             precision.convert_fp16(fp32, staged)
         if cfg.precision != "fp32" and (cfg.verify or cfg.precision == "int8"):

@@ -43,11 +43,13 @@ def producers(model):
     return {o: n for n in model.graph.node for o in n.output}
 
 
-@pytest.mark.parametrize("per_channel", [True, False])
-def test_int8_is_qdq_and_agrees_with_fp32(env, tmp_path, per_channel):
+@pytest.mark.parametrize("per_channel,scheme", [(True, "u8s8"), (False, "u8s8"), (True, "s8s8")])
+def test_int8_is_qdq_and_agrees_with_fp32(env, tmp_path, per_channel, scheme):
     out = tmp_path / "int8.onnx"
-    info = precision.quantize_int8(env.fp32, out, env.data, images=256, per_channel=per_channel)
+    info = precision.quantize_int8(env.fp32, out, env.data, images=256, per_channel=per_channel,
+                                   scheme=scheme)
     assert info["calib_split"] == "train" and info["calib_images"] == 256
+    assert info["scheme"] == scheme
     model = onnx.load(str(out))
     ops = Counter(n.op_type for n in model.graph.node)
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
@@ -59,6 +61,9 @@ def test_int8_is_qdq_and_agrees_with_fp32(env, tmp_path, per_channel):
         dq = made_by[n.input[1]]
         assert dq.op_type == made_by[n.input[0]].op_type == "DequantizeLinear"
         assert inits[dq.input[0]].data_type == onnx.TensorProto.INT8
+        act_zero = inits[made_by[n.input[0]].input[2]]           # the activation's zero point
+        assert act_zero.data_type == (onnx.TensorProto.UINT8 if scheme == "u8s8"
+                                      else onnx.TensorProto.INT8)
         scale = onnx.numpy_helper.to_array(inits[dq.input[1]])
         if n.op_type == "Conv":   # one scale per output channel, or one for the tensor
             assert scale.shape == ((inits[dq.input[0]].dims[0],) if per_channel else ())

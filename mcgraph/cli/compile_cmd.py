@@ -28,16 +28,19 @@ C = CompileConfig
 @config_option(C, "calib_seed", type=int, help="int8: seed of the calibration subset.")
 @config_option(C, "per_channel", "--per-channel/--per-tensor",
                help="int8: one weight scale per output channel, or one per tensor.")
+@config_option(C, "int8_scheme", help="int8: u8s8 (uint8 activations, 7-bit weights: fast "
+                                      "without VNNI) or s8s8.")
 @config_option(C, "eval_images", type=int,
                help="With --data: top-1 on the first N test images (default all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compile_cmd(checkpoint, out, report, no_verify, opset, precision, data, data_dir, calib_images,
-                calib_seed, per_channel, eval_images, as_json):
+                calib_seed, per_channel, int8_scheme, eval_images, as_json):
     """Freeze masks, remove unread modules, export ONNX and verify it in onnxruntime; then, for
     --precision fp16 or int8, convert that file and check it against fp32."""
     cfg = CompileConfig(checkpoint=checkpoint, out=out, report=report, verify=not no_verify,
                         opset=opset, precision=precision, data=data, data_dir=data_dir,
                         calib_images=calib_images, calib_seed=calib_seed, per_channel=per_channel,
+                        int8_scheme=int8_scheme,
                         eval_images=eval_images)
     if not as_json:
         click.echo("compiling ...", err=True)
