@@ -22,13 +22,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import print_table  # noqa: E402
+from common import print_table, time_steps  # noqa: E402
 
 import mcgraph  # noqa: E402
 from mcgraph import deploy  # noqa: E402
@@ -99,14 +98,7 @@ def macs_table(args, tmp: Path) -> None:
 def eager_ms(model: torch.nn.Module, batch: int, repeats: int) -> float:
     x = torch.randn(batch, *SHAPE)
     with torch.inference_mode():
-        for _ in range(5):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+        return time_steps(lambda: model(x), warmup=5, repeats=repeats) * 1e3
 
 
 def eager_table(args, tmp: Path) -> None:
