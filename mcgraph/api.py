@@ -15,15 +15,15 @@ from typing import Any, Iterable
 import torch
 from torch import fx, nn
 
-from .checkpoint import read_checkpoint, write_checkpoint
+from .checkpoint import VERSION, read_checkpoint, write_checkpoint
 from .config import RewriteConfig, default
 from .errors import McGraphError, first_line
 from .ir import META, carried_dag, dag_of
 from .masks import mask_modules
-from .models import create_model, model_info
-from .passes import (ConvAdapters, EliminateDead, FindModules, Freeze, FuseBranches, InsertMasks,
+from .passes import (ConvAdapters, DiscoverBlocks, EliminateDead, FindModules, Freeze, FuseBranches, InsertMasks,
                      LowerMasks, PruneBranches, SplitBranches, probe_input, run_passes)
 from .tracing import annotate_shapes, trace
+from .sources import adapt_io, build_model, io_channels, parse_source
 
 _RW = RewriteConfig
 
@@ -48,12 +48,19 @@ def description(model: fx.GraphModule) -> dict[str, Any]:
 def rewrite(model: nn.Module | str, fan_in: int, init: str = default(_RW, "init"),
             example_input: torch.Tensor | None = None,
             modules: Iterable[type | str] | None = None, seed: int = default(_RW, "seed"), *,
-            num_classes: int = default(_RW, "num_classes"),
-            in_channels: int = default(_RW, "in_channels"),
+            num_classes: int | None = default(_RW, "num_classes"),
+            in_channels: int | None = default(_RW, "in_channels"),
             input_size: tuple[int, int] | None = None, weights: str | None = None,
             mask_grad: str = default(_RW, "mask_grad"), aggregate: str = default(_RW, "aggregate"),
-            level: str = default(_RW, "level")) -> fx.GraphModule:
-    """Trace ``model`` (or build the registered model of that name) and insert masks.
+            level: str = default(_RW, "level"),
+            model_args: dict[str, Any] | None = None) -> fx.GraphModule:
+    """Trace ``model`` (or build the model a source string names) and insert masks.
+
+    A string is a model source (:mod:`mcgraph.sources`): a registered name, ``torchvision:NAME``,
+    ``timm:NAME``, ``path/file.py:factory`` or ``package.module:factory``, built with the keyword
+    arguments ``model_args``. ``num_classes`` / ``in_channels`` adapt the head and the stem
+    (None: the source's own; 10 and 3 for a registered name); the checkpoint records the
+    effective values, read back from the model.
 
     ``level``: ``module`` (masks between residual blocks), ``branch`` (ResNeXt: masks between
     the branches of consecutive blocks) or ``auto`` (branch when every block is a grouped
@@ -61,33 +68,79 @@ def rewrite(model: nn.Module | str, fan_in: int, init: str = default(_RW, "init"
     (``gm.meta["mcgraph"]["dag"]``); the original model is not modified. Runs trace,
     annotate_shapes, then the passes find_modules and insert_masks (or split_branches) through
     the driver, which proves the rewrite when it must preserve outputs (K=1 'prev', K=C 'full')."""
-    name = model if isinstance(model, str) else None
-    if name is not None:
-        info = model_info(name)
-        model = create_model(name, num_classes=num_classes, in_channels=in_channels, weights=weights)
-        input_size = tuple(input_size or info.input_size)  # type: ignore[assignment]
-    else:
-        model = copy.deepcopy(model)
-    assert isinstance(model, nn.Module)
-    if example_input is None:
-        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-        c = conv.in_channels if conv is not None else in_channels
-        example_input = torch.randn(1, c, *(input_size or (32, 32)))
+    model, name, args, example_input = build(model, model_args, num_classes, in_channels, weights,
+                                             input_size, example_input)
+    eff_channels, eff_classes = io_channels(model)
     mods = None if modules is None else list(modules)
     mask_pass_args = dict(fan_in=fan_in, init=init, seed=seed, mask_grad=mask_grad)
     gm = annotate_shapes(trace(model, mods), example_input)
-    gm.meta[META] = {"rewrite": {
-        "model": name, "model_kwargs": {"num_classes": num_classes, "in_channels": in_channels},
+    gm.meta.setdefault(META, {})["rewrite"] = {
+        "model": name, "model_args": args,
+        "model_kwargs": {"num_classes": eff_classes if eff_classes is not None else num_classes,
+                         "in_channels": eff_channels or int(example_input.shape[1])},
         "fan_in": int(fan_in), "init": init, "seed": int(seed), "mask_grad": mask_grad,
         "aggregate": aggregate, "level": level, "input_shape": list(example_input.shape[1:]),
         "modules": None if mods is None else [m if isinstance(m, str) else m.__name__ for m in mods],
-    }}
-    run_passes(gm, [FindModules(mods, level)])
+    }
+    run_passes(gm, ([DiscoverBlocks()] if mods is None else []) + [FindModules(mods, level)])
     found = carried_dag(gm).level
     gm.meta[META]["rewrite"]["level"] = found
     mask_pass = (SplitBranches(**mask_pass_args) if found == "branch"
                  else InsertMasks(**mask_pass_args, aggregate=aggregate))
     return run_passes(gm, [mask_pass]).graph_module
+
+
+def _check_v1_adapters(gm: fx.GraphModule, d: dict[str, Any], where: Any) -> None:
+    """A version-1 checkpoint loads only where its adapters are this version's: the same
+    candidates, and each the stride the old rule (smallest that fits) gave."""
+    from .passes.find_modules import legacy_adapter_stride
+    from .tracing import node_shape
+    dag = carried_dag(gm, "load")
+    if dag.level != "module":
+        return                                  # branch level has no adapters
+    shapes = {n.name: node_shape(n) for n in gm.graph.nodes}
+    shapes.update({str(n.target): node_shape(n) for n in gm.graph.nodes if n.op == "call_module"})
+    nodes = {str(n.target): n for n in gm.graph.nodes if n.op == "call_module"}
+    for b in dag.blocks():
+        cands = dag.candidates(b)
+        old = (d.get("masks") or {}).get(b, {}).get("candidates")
+        if old is not None and list(old) != cands:
+            raise McGraphError("load", f"{where} is checkpoint version 1, whose candidates for {b} "
+                                       f"were {old}; this version's are {cands} (adapters now follow "
+                                       "the network's own stride); rewrite and retrain the model")
+        target = node_shape(nodes[b].args[0])            # the block's input (its mask's output)
+        for c in cands:
+            new = tuple(dag.graph.edges[c, b]["stride"])
+            was = legacy_adapter_stride(shapes[c], target)   # type: ignore[arg-type]
+            if was != new:
+                raise McGraphError("load", f"{where} is checkpoint version 1, whose adapter "
+                                           f"{c} -> {b} subsampled by {list(was or ())}; this "
+                                           f"version subsamples by {list(new)} (the network's own "
+                                           "stride); rewrite and retrain the model")
+
+
+def build(model: nn.Module | str, model_args: dict[str, Any] | None, num_classes: int | None,
+          in_channels: int | None, weights: str | None, input_size: tuple[int, int] | None,
+          example_input: torch.Tensor | None) -> tuple[nn.Module, str | None, dict, torch.Tensor]:
+    """The model to trace (built from a source string, or a copy of the module, adapted), the
+    source and arguments to record, and the example input (from ``input_size`` or the source's
+    default size when not given)."""
+    name, args = None, dict(model_args or {})
+    if isinstance(model, str):
+        src = parse_source(model, args)
+        model, size = build_model(src, num_classes, in_channels, weights)
+        name, args = src.spec, src.args
+        input_size = tuple(input_size or size)  # type: ignore[assignment]
+    else:
+        if args:
+            raise McGraphError("rewrite", "model_args are for a model given by name; "
+                                          "build the nn.Module with them instead")
+        model = adapt_io(copy.deepcopy(model), in_channels, num_classes, "rewrite")
+    assert isinstance(model, nn.Module)
+    if example_input is None:
+        c = io_channels(model)[0] or in_channels or 3
+        example_input = torch.randn(1, c, *(input_size or (32, 32)))
+    return model, name, args, example_input
 
 
 def input_shape(model: fx.GraphModule) -> tuple[int, ...]:
@@ -179,19 +232,34 @@ def save(model: fx.GraphModule, path: str | os.PathLike, **extras: Any) -> Path:
     return write_checkpoint(path, description(model), model.state_dict(), **extras)
 
 
-def load(path: str | os.PathLike | dict[str, Any], model: nn.Module | None = None) -> fx.GraphModule:
-    """Rebuild a masked model from a checkpoint; ``model`` is needed only for unregistered models."""
+def load(path: str | os.PathLike | dict[str, Any], model: nn.Module | None = None,
+         trust_code: bool = False) -> fx.GraphModule:
+    """Rebuild a masked model from a checkpoint: from the model source it records, or from
+    ``model`` (needed for a user's nn.Module). A file or module source runs the code it names,
+    so it is rebuilt only with ``trust_code=True``; registered, torchvision and timm names
+    need no trust."""
     ckpt = path if isinstance(path, dict) else read_checkpoint(path)
     d = ckpt["description"]
     where = "load"
     if model is None and not d.get("model"):
         raise McGraphError(where, "checkpoint holds a user model; pass model= to rebuild it")
+    extra: dict[str, Any] = {}
+    if model is None:
+        src = parse_source(d["model"], d.get("model_args") or {})
+        if not src.trusted and not trust_code:
+            raise McGraphError(where, f"the checkpoint's model is built by code from {src.kind} "
+                                      f"source {src.spec}; rebuilding it runs that code, so pass "
+                                      f"--trust-code (CLI) or trust_code=True (API) if you trust it")
+        extra["model_args"] = src.args
+    # a user's model is adapted as recorded; checkpoints before model_args recorded the defaults
     try:
         gm = rewrite(model if model is not None else d["model"], d["fan_in"], d["init"],
                      example_input=torch.zeros(1, *d["input_shape"]), modules=d.get("modules"),
                      seed=d["seed"], mask_grad=d.get("mask_grad", "normalized"),
                      aggregate=d.get("aggregate", "mean"), level=d.get("level", "auto"),
-                     **d["model_kwargs"])
+                     **extra, **(d["model_kwargs"] if model is None or "model_args" in d else {}))
+        if ckpt.get("version", VERSION) < 2:
+            _check_v1_adapters(gm, d, path if not isinstance(path, dict) else "the checkpoint")
         gm.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise McGraphError(where, f"checkpoint does not describe a loadable model: {first_line(e)}") from None

@@ -14,6 +14,8 @@ the original grouped conv2, conv3 as a batched matmul giving C separate outputs,
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,17 +23,93 @@ from torch import nn
 from .masked_sum import batch_rows
 from .masks import KHotMask, process_grad
 
-_PARTS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "downsample")
+_RELUS = {torch.relu, F.relu, torch.relu_, F.relu_, "relu", "relu_"}
+
+
+@dataclass(frozen=True)
+class BottleneckParts:
+    """The layers of a grouped bottleneck, found by tracing it (see :func:`bottleneck_parts`)."""
+    conv1: nn.Conv2d
+    bn1: nn.BatchNorm2d
+    conv2: nn.Conv2d
+    bn2: nn.BatchNorm2d
+    conv3: nn.Conv2d
+    bn3: nn.BatchNorm2d
+    downsample: nn.Module | None          # conv 1x1 + BatchNorm, or None (identity)
+
+
+def bottleneck_parts(block: nn.Module) -> BottleneckParts | str:
+    """The parts of ``block`` when it computes relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))
+    + S(x)) with conv1/conv3 1x1, stride 1, no bias, conv2 grouped and S the identity or conv
+    1x1 + BatchNorm (nn.Identity layers ignored), decided by tracing it whatever the attribute
+    names; otherwise why not (the branch rewrite runs exactly this computation)."""
+    from .residual import trace_alone
+    try:
+        gm = trace_alone(block)
+    except Exception as e:
+        return f"cannot be traced alone ({type(e).__name__})"
+    mods = dict(gm.named_modules())
+    nodes = [n for n in gm.graph.nodes if not (n.op == "call_module"
+                                               and isinstance(mods[str(n.target)], nn.Identity))]
+
+    def skip(n):                                   # through nn.Identity calls
+        while n.op == "call_module" and isinstance(mods[str(n.target)], nn.Identity):
+            n = n.args[0]
+        return n
+
+    def is_relu(n):
+        return (n.op == "call_module" and isinstance(mods[str(n.target)], nn.ReLU)) or (
+            n.op in ("call_function", "call_method") and n.target in _RELUS)
+
+    def chain(n, x):                               # the one-input ops from x to n, in order
+        ops = []
+        while n is not x:
+            if len(n.all_input_nodes) != 1:
+                return None
+            ops.append(n)
+            n = skip(n.all_input_nodes[0])
+        return ops[::-1]
+
+    x = nodes[0]
+    out = skip(next(n for n in nodes if n.op == "output").args[0])
+    if not is_relu(out):
+        return "does not end in a ReLU"
+    add = skip(out.all_input_nodes[0])
+    ops = [skip(a) for a in add.all_input_nodes]
+    if add.op != "call_function" or len(ops) != 2:
+        return "is not relu(F(x) + S(x))"
+    f_ops, s_ops = (chain(ops[0], x), chain(ops[1], x))
+    if f_ops is not None and s_ops is not None and len(f_ops) < len(s_ops):
+        f_ops, s_ops = s_ops, f_ops
+    if f_ops is None or s_ops is None:
+        return "has a path that is not a chain of one-input layers (a gate, a scale inside)"
+    if len(f_ops) != 8 or len(s_ops) not in (0, 2):
+        return "F is not conv-bn-relu-conv-bn-relu-conv-bn or S not identity / conv + bn"
+    if len(nodes) != 12 + len(s_ops):              # x, F (8), S, add, relu, output
+        return "computes more than F and S (a gate, a scale or drop-path)"
+    layer = [mods.get(str(n.target)) if n.op == "call_module" else None for n in f_ops + s_ops]
+    c1, b1, r1, c2, b2, r2, c3, b3 = layer[:8]
+    pointwise = all(isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.stride == (1, 1)
+                    and c.bias is None and c.groups == 1 for c in (c1, c3))
+    if not (pointwise and isinstance(c2, nn.Conv2d) and c2.groups > 1
+            and all(isinstance(b, nn.BatchNorm2d) for b in (b1, b2, b3))
+            and is_relu(f_ops[2]) and is_relu(f_ops[5])):
+        return "is not a grouped bottleneck (1x1 conv, grouped conv, 1x1 conv, BatchNorms)"
+    ds = None
+    if s_ops:
+        conv, bn = layer[8:]
+        if not (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1
+                and isinstance(bn, nn.BatchNorm2d)):
+            return "has a shortcut other than the identity or conv 1x1 + BatchNorm"
+        parent = str(s_ops[0].target).rpartition(".")[0]
+        seq = block.get_submodule(parent) if parent else None    # the block's own, not gm's copy
+        ds = seq if isinstance(seq, nn.Sequential) and list(seq) == [conv, bn] else nn.Sequential(conv, bn)
+    return BottleneckParts(c1, b1, c2, b2, c3, b3, ds)  # type: ignore[arg-type]
 
 
 def is_grouped_bottleneck(module: nn.Module) -> bool:
-    """conv1 and conv3 1x1, stride 1, no bias (the branch rewrite runs them as matmuls);
-    conv2 grouped."""
-    if not all(hasattr(module, p) for p in _PARTS):
-        return False
-    pointwise = all(isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.stride == (1, 1)
-                    and c.bias is None and c.groups == 1 for c in (module.conv1, module.conv3))
-    return pointwise and isinstance(module.conv2, nn.Conv2d) and module.conv2.groups > 1
+    """True when :func:`bottleneck_parts` finds the branch rewrite's structure in ``module``."""
+    return isinstance(bottleneck_parts(module), BottleneckParts)
 
 
 class KHotMix(torch.autograd.Function):
@@ -117,7 +195,8 @@ def _conv3_per_branch(w3: torch.Tensor, c: int) -> torch.Tensor:
 
 
 class BranchBlock(nn.Module):
-    """A ResNeXt bottleneck (conv1/bn1/conv2 grouped/bn2/conv3/bn3/downsample) over C streams.
+    """A grouped bottleneck (:func:`bottleneck_parts`: conv1, bn1, grouped conv2, ..., the
+    shortcut as ``downsample``) over C streams.
 
     Input: ``(N, in, H, W)`` for the first block (one stream, shared), else ``(N, C, in, H, W)``.
     Output: ``(N, C, out, H', W')``. Parameters are the original block's, shared, not copied."""
@@ -125,11 +204,14 @@ class BranchBlock(nn.Module):
     def __init__(self, block: nn.Module, name: str, fan_in: int, init: str = "full",
                  first: bool = False, seed: int = 0, index: int = 0, grad: str = "normalized"):
         super().__init__()
-        self.cardinality = c = block.conv2.groups
-        self.conv1, self.bn1, self.conv2, self.bn2 = block.conv1, block.bn1, block.conv2, block.bn2
-        self.conv3, self.bn3, self.downsample = block.conv3, block.bn3, block.downsample
+        parts = bottleneck_parts(block)
+        if isinstance(parts, str):
+            raise ValueError(f"BranchBlock: {name} {parts}")
+        self.cardinality = c = parts.conv2.groups
+        self.conv1, self.bn1, self.conv2, self.bn2 = parts.conv1, parts.bn1, parts.conv2, parts.bn2
+        self.conv3, self.bn3, self.downsample = parts.conv3, parts.bn3, parts.downsample
         self.first, self.name = first, name
-        self.in_planes, self.out_planes = block.conv1.in_channels, block.conv3.out_channels
+        self.in_planes, self.out_planes = parts.conv1.in_channels, parts.conv3.out_channels
         self.mask = BranchMask(name, c, fan_in, init, seed, index, grad)
 
     def transforms(self, x: torch.Tensor) -> torch.Tensor:

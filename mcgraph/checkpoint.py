@@ -1,6 +1,10 @@
 """Checkpoints: a state_dict plus a plain description; never a pickled module.
 
-    {"format": "mcgraph", "version": 1, "description": {...}, "state_dict": {...}, ...extras}
+    {"format": "mcgraph", "version": 2, "description": {...}, "state_dict": {...}, ...extras}
+
+Version 2 (mcgraph 0.2): an adapter subsamples by the composed stride of the blocks between two
+modules (the network's own grid). Version 1 took the smallest stride that fit the sizes; it is
+still read, and :func:`mcgraph.load` refuses one whose adapters this version would change.
 
 Loads with ``torch.load(path, weights_only=True)``. Writes go to a temp file in the same
 directory, then ``os.replace``: an interrupted write never leaves a half-written checkpoint.
@@ -16,7 +20,8 @@ import torch
 from .errors import McGraphError
 from .io import atomic_path
 
-FORMAT, VERSION = "mcgraph", 1
+FORMAT, VERSION = "mcgraph", 2
+READABLE = (1, 2)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -44,9 +49,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                                    f"{type(e).__name__})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise McGraphError("load", f"{path} is not an mcgraph checkpoint (no mcgraph header)")
-    if obj.get("version") != VERSION:
+    if obj.get("version") not in READABLE:
         raise McGraphError("load", f"{path} has checkpoint version {obj.get('version')}, "
-                                   f"this mcgraph reads version {VERSION}")
+                                   f"this mcgraph reads versions {', '.join(map(str, READABLE))}")
     if not isinstance(obj.get("description"), dict) or not isinstance(obj.get("state_dict"), dict):
         raise McGraphError("load", f"{path} is an mcgraph checkpoint without description or weights")
     return obj

@@ -6,6 +6,7 @@ and only turns options into a config before calling the library.
 from __future__ import annotations
 
 import typing
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, Literal
 
@@ -53,15 +54,30 @@ def check(ok: bool, where: str, option: str, message: str) -> None:
         raise McGraphError(where, f"{option} {message}", option)
 
 
+ModelArgs = tuple[tuple[str, Any], ...]
+
+
+def model_args_tuple(args: Any, where: str) -> ModelArgs:
+    """Model arguments as a config holds them: ``(("width", 8), ...)`` in the given order, from
+    a mapping or from pairs (a config read back from JSON holds lists)."""
+    items = args.items() if isinstance(args, Mapping) else (args or ())
+    try:
+        pairs = tuple((str(k), v) for k, v in items)
+    except (TypeError, ValueError):
+        raise McGraphError(where, f"model_args must be a mapping or (name, value) pairs, got {args!r}") from None
+    return pairs
+
+
 @dataclass(frozen=True)
 class RewriteConfig:
     model: str
     fan_in: int
     out: str
     init: Init = "uniform"
-    num_classes: int = 10
-    in_channels: int = 3
+    num_classes: int | None = None              # None: the source's own (a registered name: 10)
+    in_channels: int | None = None              # None: the source's own (a registered name: 3)
     input_size: tuple[int, int] | None = None   # None: the model's default (32x32 CIFAR, 224x224)
+    model_args: ModelArgs = ()                   # keyword arguments of the source's factory
     seed: int = 0
     weights: str | None = None
     modules: tuple[str, ...] | None = None       # block type names or qualified names
@@ -72,8 +88,9 @@ class RewriteConfig:
     def __post_init__(self) -> None:
         validate_literals(self, "rewrite")
         check(self.fan_in >= 1, "rewrite", "fan_in", f"(K) must be >= 1, got {self.fan_in}")
-        check(self.num_classes >= 1 and self.in_channels >= 1, "rewrite", "num_classes",
-              "and in_channels must be >= 1")
+        check(all(v is None or v >= 1 for v in (self.num_classes, self.in_channels)), "rewrite",
+              "num_classes", "and in_channels must be >= 1")
+        object.__setattr__(self, "model_args", model_args_tuple(self.model_args, "rewrite"))
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,7 @@ class CompileConfig:
     int8_scheme: Int8Scheme = "u8s8"             # uint8 activations, 7-bit weights (see precision)
     eval_images: int | None = None               # top-1 on the first N test images (None: all)
     fp16_tolerance: float = 2e-2                 # fp16 (reference evaluator) vs fp32, as above
+    trust_code: bool = False                     # rebuild a file/module source (runs its code)
 
     def __post_init__(self) -> None:
         validate_literals(self, "compile")

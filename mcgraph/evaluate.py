@@ -14,7 +14,10 @@ from .errors import McGraphError
 
 
 def evaluate_path(path: str, data: str, data_dir: str | None = None, batch_size: int = 500,
-                  device: str = "auto", max_samples: int | None = None) -> dict[str, Any]:
+                  device: str = "auto", max_samples: int | None = None,
+                  trust_code: bool = False) -> dict[str, Any]:
+    """Top-1 (and top-5 past 10 classes) on ``data``'s test split; ``trust_code`` lets a
+    checkpoint whose model is a file or module source be rebuilt (see :func:`mcgraph.load`)."""
     from .device import resolve_device
     from .train.data import load_data, make_loader
     ds = load_data(data, data_dir)
@@ -46,7 +49,7 @@ def evaluate_path(path: str, data: str, data_dir: str | None = None, batch_size:
         from .train.config import TrainConfig
         from .train.metrics import evaluate, recalibrate_bn
         dev = resolve_device(device, "eval")
-        model = load(path)
+        model = load(path, trust_code=trust_code)
         shape = model.meta["mcgraph"]["rewrite"]["input_shape"]
         if list(shape) != list(want):
             raise McGraphError("eval", f"{path} expects inputs {shape}, {spec.name} has {list(want)}")

@@ -24,10 +24,13 @@ def rewrite_to_checkpoint(cfg: RewriteConfig) -> dict[str, Any]:
     gm = rewrite(cfg.model, cfg.fan_in, cfg.init, modules=cfg.modules, seed=cfg.seed,
                  num_classes=cfg.num_classes, in_channels=cfg.in_channels,
                  input_size=cfg.input_size, weights=cfg.weights, mask_grad=cfg.mask_grad,
-                 aggregate=cfg.aggregate, level=cfg.level)
+                 aggregate=cfg.aggregate, level=cfg.level, model_args=dict(cfg.model_args))
     save(gm, out)
     dag = dag_of(gm)
-    return {"checkpoint": str(out), "model": cfg.model, "fan_in": cfg.fan_in, "init": cfg.init,
+    rw = gm.meta["mcgraph"]["rewrite"]
+    args = {"model_args": rw["model_args"]} if rw.get("model_args") else {}
+    return {"checkpoint": str(out), "model": rw["model"], **args, **rw["model_kwargs"],
+            "fan_in": cfg.fan_in, "init": cfg.init,
             "level": dag.level, "modules": len(dag.blocks()),
             "candidate_edges": sum(m.rows * m.num_candidates for m in mask_modules(gm)),
             "params": count_params(gm), "mask_params": count_params(gm, masks=True),
@@ -44,7 +47,7 @@ def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
     if cfg.report:
         check_out_path(cfg.report, "compile")
     t0 = time.perf_counter()
-    masked = load(cfg.checkpoint)
+    masked = load(cfg.checkpoint, trust_code=cfg.trust_code)
     shape = masked.meta["mcgraph"]["rewrite"]["input_shape"]
     data = precision.load_matching_data(cfg.data, cfg.data_dir, shape) if cfg.data else None
     slim, report = compile(masked)

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import McGraphError
-from .tracing import register_block
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,6 @@ def _load_weights(model: nn.Module, path: Path, name: str) -> None:
 
 
 # ---------------------------------------------------------------- CIFAR ResNet (He et al. 2016, 4.2)
-@register_block
 class CifarBasicBlock(nn.Module):
     """3x3-3x3 residual block; the shortcut is option A (subsample + zero channel padding)."""
 
@@ -143,15 +141,6 @@ for _d in (20, 32, 38, 44, 56, 74, 110):
 
 
 # ---------------------------------------------------------------- torchvision ResNets
-def _register_torchvision_blocks() -> None:
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-    register_block(BasicBlock)
-    register_block(Bottleneck)
-
-
-_register_torchvision_blocks()
-
-
 def _torchvision(arch: str):
     def fn(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
         import torchvision.models as tvm

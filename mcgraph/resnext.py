@@ -18,10 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tracing import register_block
 
 
-@register_block
 class ResNeXtBottleneck(nn.Module):
     """Same attribute names as torchvision's Bottleneck, so one rewrite handles both."""
 

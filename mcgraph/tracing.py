@@ -1,9 +1,11 @@
 """torch.fx tracing that keeps residual blocks whole, plus shape annotation.
 
-A *module* in MaskConnect's sense is a residual block: a type registered with
-:func:`register_block` (the model zoo registers torchvision's BasicBlock/Bottleneck and its own
-CIFAR blocks), or any type or qualified name the user passes. Those stay leaves (one
-``call_module`` node each) so later passes can rewire their inputs. The tracer knows no model.
+A *module* in MaskConnect's sense is a residual block. By default the tracer keeps whole every
+module that :func:`mcgraph.residual.find_candidates` finds to be of residual form (decided by
+tracing each module itself, not by its type); the analysis pass ``discover_blocks`` then keeps
+those called once on the network's main path. Types or qualified names a user passes
+(``modules=``) override the search. Blocks stay leaves (one ``call_module`` node each) so later
+passes can rewire their inputs. The tracer knows no model.
 """
 from __future__ import annotations
 
@@ -15,32 +17,19 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import McGraphError, first_line
 
-_BLOCK_TYPES: list[type] = []
-
-
-def register_block(cls: type) -> type:
-    """Decorator (or call): instances of ``cls`` count as MaskConnect modules by default."""
-    if cls not in _BLOCK_TYPES:
-        _BLOCK_TYPES.append(cls)
-    return cls
-
-
-def default_block_types() -> tuple[type, ...]:
-    return tuple(_BLOCK_TYPES)
+from .ir import META
 
 
 def describe_blocks(modules: Iterable[type | str] | None) -> str:
     """What a block search looked for, for error messages."""
     if modules:
         return "module types/names " + ", ".join(m if isinstance(m, str) else m.__name__ for m in modules)
-    return "/".join(t.__name__ for t in _BLOCK_TYPES) or "registered block types (none registered)"
+    return "modules of residual form act(F(x) + S(x))"
 
 
 def is_block(module: nn.Module, qualname: str, modules: Iterable[type | str] | None) -> bool:
-    """True when ``module`` counts as a MaskConnect module (a leaf for tracing)."""
-    if modules is None:
-        return isinstance(module, default_block_types())
-    for m in modules:
+    """True when ``module`` is one of ``modules`` (types, type names or qualified names)."""
+    for m in modules or ():
         if isinstance(m, str) and (qualname == m or type(module).__name__ == m):
             return True
         if isinstance(m, type) and isinstance(module, m):
@@ -60,10 +49,18 @@ class BlockTracer(fx.Tracer):
 
 
 def trace(model: nn.Module, modules: Iterable[type | str] | None = None) -> fx.GraphModule:
-    """Symbolically trace ``model`` keeping residual blocks as leaves.
+    """Symbolically trace ``model`` keeping residual blocks as leaves: ``modules`` when given,
+    else every candidate of residual form, whose verdicts (block or why not) go to
+    ``gm.meta["mcgraph"]["discovery"]`` for the ``discover_blocks`` pass.
 
     Raises McGraphError naming the model when fx cannot trace it (data-dependent control flow).
     """
+    discovery = None
+    if modules is None:
+        from .residual import find_candidates
+        verdicts, found = find_candidates(model)
+        discovery = {"verdicts": verdicts, "candidates": found}
+        modules = found
     tracer = BlockTracer(modules)
     try:
         graph = tracer.trace(model)
@@ -71,6 +68,8 @@ def trace(model: nn.Module, modules: Iterable[type | str] | None = None) -> fx.G
         raise McGraphError("trace", f"{type(model).__name__} cannot be traced by torch.fx "
                                     f"({type(e).__name__}: {first_line(e)})") from None
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    if discovery is not None:
+        gm.meta[META] = {"discovery": discovery}
     return gm
 
 

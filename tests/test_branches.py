@@ -1,6 +1,7 @@
 """The fused K-hot branch mix against the dense einsum formulation, and branch-mask sampling."""
 import pytest
 import torch
+from torch import nn
 
 import mcgraph
 from helpers import assert_same_outputs, rand
@@ -81,3 +82,61 @@ def test_branch_draws_change_every_step():
     assert int(m.step) == 6 and m._step_h == 6
     assert len({tuple(d.flatten().tolist()) for d in draws}) > 1, "the same wiring every step"
     assert m.mask.grad is not None and torch.isfinite(m.mask.grad).all()
+
+
+class RenamedGrouped(nn.Module):
+    """A grouped bottleneck with none of torchvision's attribute names: found by tracing."""
+
+    def __init__(self, cin: int, cout: int, width: int = 8, groups: int = 4, stride: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(), nn.Conv2d(width, width, 3, stride, 1, groups=groups,
+                                                       bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU(), nn.Identity(),
+                                  nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                     if stride != 1 or cin != cout else nn.Identity())
+        self.out = nn.ReLU()
+
+    def forward(self, x):
+        return self.out(self.body(x) + self.proj(x))
+
+
+class GatedGrouped(RenamedGrouped):
+    def forward(self, x):
+        y = self.body(x)
+        return self.out(y * torch.sigmoid(y.mean((2, 3), keepdim=True)) + self.proj(x))
+
+
+class RenamedNet(nn.Module):
+    def __init__(self, block=RenamedGrouped):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.stages = nn.Sequential(block(16, 16), block(16, 32, stride=2), block(32, 32))
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x):
+        return self.fc(self.stages(self.stem(x)).mean((2, 3)))
+
+
+def test_grouped_bottleneck_found_by_structure_whatever_its_names():
+    from mcgraph.branches import BottleneckParts, bottleneck_parts
+    net = RenamedNet()
+    parts = bottleneck_parts(net.stages[1])
+    assert isinstance(parts, BottleneckParts)
+    assert parts.conv2 is net.stages[1].body[3] and parts.bn3 is net.stages[1].body[8]
+    assert parts.downsample is net.stages[1].proj                 # the original Sequential
+    assert bottleneck_parts(net.stages[0]).downsample is None      # identity shortcut
+    gated = bottleneck_parts(GatedGrouped(16, 16))
+    assert gated == "has a path that is not a chain of one-input layers (a gate, a scale inside)"
+    # auto level picks branch; K=C 'full' is the original network (the driver checks 1e-4)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+    masked = mcgraph.rewrite(net.eval(), fan_in=4, init="full", example_input=torch.randn(1, 3, 8, 8))
+    assert mcgraph.dag_of(masked).level == "branch"
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(net(x), masked.eval()(x), atol=1e-5)
+    assert mcgraph.dag_of(mcgraph.rewrite(RenamedNet(GatedGrouped), 1, "prev",
+                                          example_input=torch.randn(1, 3, 8, 8))).level == "module"

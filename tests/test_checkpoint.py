@@ -51,3 +51,31 @@ def test_truncated_checkpoint(tmp_path, masked_resnet20):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(McGraphError, match="not an mcgraph checkpoint"):
         mcgraph.load(path)
+
+
+def _as_version_1(path):
+    raw = torch.load(path, weights_only=True)
+    raw["version"] = 1
+    torch.save(raw, path)
+
+
+def test_version_1_loads_where_its_adapters_are_unchanged(tmp_path):
+    gm = mcgraph.rewrite("resnet20", fan_in=2, init="random", in_channels=1, input_size=(28, 28))
+    path = mcgraph.save(gm, tmp_path / "v1.pt")
+    _as_version_1(path)                       # 28 -> 14 -> 7: both rules give the same strides
+    back = mcgraph.load(path)
+    x = rand(2, 1, 28, 28)
+    assert_same_outputs(eval_outputs(gm, x), eval_outputs(back, x), rel=0)
+
+
+def test_version_1_with_a_changed_adapter_is_refused(tmp_path):
+    # resnet18 at 40x40: layer4.1 reads 2x2; from the 10x10 stem output the old rule took
+    # stride 5 (pixels 0, 5), this version the network's own 8 (pixels 0, 8)
+    gm = mcgraph.rewrite("resnet18", fan_in=2, init="random", input_size=(40, 40))
+    path = mcgraph.save(gm, tmp_path / "v1.pt")
+    assert torch.load(path, weights_only=True)["version"] == 2
+    _as_version_1(path)
+    with pytest.raises(McGraphError, match=r"load: .*v1.pt is checkpoint version 1, whose adapter "
+                                           r"maxpool -> layer4.1 subsampled by \[5, 5\]; this "
+                                           r"version subsamples by \[8, 8\]"):
+        mcgraph.load(path)

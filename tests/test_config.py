@@ -49,7 +49,8 @@ def test_cli_defaults_and_choices_come_from_the_config(command, cls):
     cmd = main.commands[command]
     fields = {f.name for f in dataclasses.fields(cls)}
     checked = 0
-    custom = {"modules", "input_size"} | ({"out"} if command == "train" else set())
+    custom = {"modules", "input_size"} | ({"out"} if command == "train" else set()) | (
+        {"fan_in", "out"} if command == "rewrite" else set())   # required unless only --explain
     for p in cmd.params:
         if p.name not in fields or p.name in custom or p.required:
             continue                 # parsed by the command itself (HxW, repeatable), or required

@@ -6,6 +6,9 @@ from typing import Any, Sequence
 
 import click
 
+from ..errors import McGraphError
+from ..sources import parse_model_args
+
 
 def parse_size(value: str | None) -> tuple[int, int] | None:
     if value is None:
@@ -56,3 +59,42 @@ def config_option(cls: type, name: str, *decls: str, **kw: Any):
         kw["default"] = d
         kw.setdefault("show_default", d is not None)
     return click.option(*(decls or (f"--{name.replace('_', '-')}",)), name, **kw)
+
+
+TRUST_HELP = ("Rebuild a model whose checkpoint names a file or module source "
+              "(path/file.py:factory, package.module:factory): that runs its code.")
+
+
+def _model_args(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
+    try:
+        return tuple(parse_model_args(values).items())
+    except McGraphError as e:
+        raise click.BadParameter(e.message) from None
+
+
+def model_arg_option():
+    """``--model-arg key=value`` (repeatable) -> the config's ``model_args`` pairs."""
+    return click.option("--model-arg", "model_args", multiple=True, default=(),
+                        callback=_model_args, metavar="KEY=VALUE",
+                        help="Keyword argument for the model's factory or constructor "
+                             "(repeatable); VALUE is a Python literal or a plain string.")
+
+
+def trust_code_option():
+    return click.option("--trust-code", is_flag=True, default=False, help=TRUST_HELP)
+
+
+def explain_table(ex) -> str:
+    """The discovery's verdicts, the chain found (or the refusal) and the left-out inputs."""
+    lines = []
+    if ex.modules:
+        lines.append(f"blocks given with --modules: {', '.join(ex.modules)}")
+    if ex.verdicts:
+        lines.append(table(ex.rows(), ["module", "type", "verdict", "reason"]))
+    if ex.error:
+        lines.append(f"refused: {ex.error}")
+    else:
+        lines.append(f"{len(ex.blocks)} blocks ({ex.level} level): {', '.join(ex.blocks)}")
+    for b, left in ex.unreachable.items():
+        lines.append(f"{b}: left out " + "; ".join(f"{c} ({why})" for c, why in left))
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import click
 from ..config import CompileConfig
 from ..jobs import compile_checkpoint
 from . import main
-from ._common import config_option, emit_json, table
+from ._common import config_option, emit_json, table, trust_code_option
 
 C = CompileConfig
 
@@ -32,16 +32,17 @@ C = CompileConfig
                                       "without VNNI) or s8s8.")
 @config_option(C, "eval_images", type=int,
                help="With --data: top-1 on the first N test images (default all).")
+@trust_code_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compile_cmd(checkpoint, out, report, no_verify, opset, precision, data, data_dir, calib_images,
-                calib_seed, per_channel, int8_scheme, eval_images, as_json):
+                calib_seed, per_channel, int8_scheme, eval_images, trust_code, as_json):
     """Freeze masks, remove unread modules, export ONNX and verify it in onnxruntime; then, for
     --precision fp16 or int8, convert that file and check it against fp32."""
     cfg = CompileConfig(checkpoint=checkpoint, out=out, report=report, verify=not no_verify,
                         opset=opset, precision=precision, data=data, data_dir=data_dir,
                         calib_images=calib_images, calib_seed=calib_seed, per_channel=per_channel,
                         int8_scheme=int8_scheme,
-                        eval_images=eval_images)
+                        eval_images=eval_images, trust_code=trust_code)
     if not as_json:
         click.echo("compiling ...", err=True)
     rep = compile_checkpoint(cfg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from . import main
-from ._common import emit_json, table
+from ._common import emit_json, table, trust_code_option
 
 
 @main.command("eval")
@@ -14,12 +14,13 @@ from ._common import emit_json, table
 @click.option("--batch-size", type=int, default=500, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--max-samples", type=int, default=None, help="Evaluate the first N test images only.")
+@trust_code_option()
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(model, data, data_dir, batch_size, device, max_samples, as_json):
+def eval_cmd(model, data, data_dir, batch_size, device, max_samples, trust_code, as_json):
     """Test accuracy of a checkpoint (PyTorch) or an ONNX file (onnxruntime)."""
     from ..evaluate import evaluate_path
     res = evaluate_path(model, data, data_dir=data_dir, batch_size=batch_size, device=device,
-                        max_samples=max_samples)
+                        max_samples=max_samples, trust_code=trust_code)
     if as_json:
         emit_json(res)
     else:

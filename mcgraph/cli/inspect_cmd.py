@@ -5,9 +5,10 @@ import click
 
 from ..api import load
 from ..io import check_out_path
+from ..explain import explanation_of
 from ..ir import dag_of
 from . import main
-from ._common import emit_json, table
+from ._common import emit_json, explain_table, table, trust_code_option
 
 
 @main.command("inspect")
@@ -15,17 +16,21 @@ from ._common import emit_json, table
 @click.option("--json", "as_json", is_flag=True, help="Print the connectivity as JSON.")
 @click.option("--png", type=click.Path(dir_okay=False), default=None,
               help="Also draw the DAG and the mask heat map into this PNG.")
-def inspect_cmd(checkpoint, as_json, png):
+@click.option("--explain", is_flag=True, help="Also show why each module is a block or not and "
+              "the inputs no adapter can reach.")
+@trust_code_option()
+def inspect_cmd(checkpoint, as_json, png, explain, trust_code):
     """Show the connectivity: per module its candidates, mask values and chosen inputs."""
     if png:
         check_out_path(png, "inspect")
-    dag = dag_of(load(checkpoint))
+    gm = load(checkpoint, trust_code=trust_code)
+    dag, ex = dag_of(gm), explanation_of(gm)
     if png:
         from ..plot import plot_connectivity
         plot_connectivity(dag, png, title=checkpoint)
     if as_json:
         emit_json({"modules": [dag.entry(b) for b in dag.blocks()],
-                   "dead": dag.dead_modules(), "dag": dag.to_dict()})
+                   "dead": dag.dead_modules(), "dag": dag.to_dict(), "discovery": ex.to_dict()})
         return
     rows = []
     for b in dag.blocks():
@@ -35,3 +40,5 @@ def inspect_cmd(checkpoint, as_json, png):
     click.echo(table(rows, ["module", "candidates", "chosen inputs", "mask values (candidate order)"]))
     dead = dag.dead_modules()
     click.echo(f"dead after freeze: {', '.join(dead) if dead else 'none'}")
+    if explain:
+        click.echo(explain_table(ex))

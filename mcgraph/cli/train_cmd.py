@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import os
+import re
 
 import click
 
 from ..train.config import TrainConfig
 from . import main
-from ._common import config_option, emit_json, table
+from ._common import config_option, emit_json, model_arg_option, table, trust_code_option
 
 C = TrainConfig
 
 
 @main.command("train")
 @click.argument("model")
+@model_arg_option()
+@trust_code_option()
 @config_option(C, "data", help="fashion-mnist | cifar10 | cifar100 | imagefolder:DIR | synthetic")
 @config_option(C, "data_dir", help="Where the data set's files are.")
 @config_option(C, "fan_in", "--fan-in", "-k", type=int, help="K, when MODEL is a name.")
@@ -50,9 +53,12 @@ C = TrainConfig
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train_cmd(model, out, no_progress, as_json, **options):
-    """Train weights and connectivity of MODEL (a registered name or a masked checkpoint)."""
+    """Train weights and connectivity of MODEL: a masked checkpoint, or a model source (a
+    registered name, torchvision:NAME, timm:NAME, path/file.py:factory or package.module:factory)
+    rewritten on the fly. A checkpoint (or --resume's last.pt) whose model is a file or module
+    source is rebuilt only with --trust-code, or when MODEL is that source itself."""
     from ..train.loop import train
-    out = out or os.path.join("runs", os.path.splitext(os.path.basename(model))[0])
+    out = out or os.path.join("runs", _run_name(model))
     cfg = TrainConfig(model=model, out=out, progress=not (no_progress or as_json), **options)
     res = train(cfg)
     summary = {"out": res.out, "epochs_done": res.epochs_done, "steps": res.steps,
@@ -64,3 +70,11 @@ def train_cmd(model, out, no_progress, as_json, **options):
         emit_json(summary)
     else:
         click.echo(table(list(summary.items()), ["", "value"]))
+
+
+def _run_name(model: str) -> str:
+    """runs/<this>: a checkpoint's or a file's stem, else the source with ':' and '/' as '-'."""
+    base = os.path.basename(model.rpartition(":")[0] if ".py:" in model else model)
+    if base.endswith((".pt", ".py")):
+        base = os.path.splitext(base)[0]
+    return re.sub(r"[^\w.-]+", "-", base) or "default"

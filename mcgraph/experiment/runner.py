@@ -23,6 +23,7 @@ from typing import Any, Callable, Literal
 
 from ..errors import McGraphError, first_line
 from ..io import write_text_atomic
+from ..sources import same_source
 from ..train.config import TrainConfig
 from .spec import (WHERE, Run, Spec, load_spec, read_result, resolve_refs, run_dir, runs)
 
@@ -123,7 +124,8 @@ def remeasure_latency(spec_path: str | os.PathLike, root: str | os.PathLike, *,
         result = read_result(p.run.dir)
         if result is None:
             continue
-        slim, report = compile(load(read_checkpoint(p.run.dir / result["checkpoint"])))
+        ck = read_checkpoint(p.run.dir / result["checkpoint"])
+        slim, report = compile(load(ck, trust_code=_spec_names(p.run.model, ck)))
         shape = tuple(report.input_shape)
         path = export_onnx(slim, p.run.dir / "model.onnx", shape)
         try:
@@ -182,7 +184,7 @@ def finish_run(run: Run, root: str | os.PathLike, *, latency_repeats: tuple[int,
     rows = read_metrics(d)
     best = select_best(rows)
     ckpt_name, ckpt = _checkpoint_of_epoch(d, best["epoch"], log, read_checkpoint)
-    masked = load(ckpt)
+    masked = load(ckpt, trust_code=_spec_names(run.model, ckpt))
     slim, report = compile(masked)
     shape = tuple(report.input_shape)
     onnx_path = export_onnx(slim, d / "model.onnx", shape)
@@ -241,3 +243,8 @@ def machine(device: str) -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "device": device}
 
+
+def _spec_names(model: str, ckpt: dict) -> bool:
+    """The spec the user wrote names the checkpoint's model source itself: rebuilding it runs
+    only code the user asked to run (as when ``mcgraph train`` is given the source again)."""
+    return same_source(model, ckpt["description"].get("model"))

@@ -1,15 +1,18 @@
 """Analysis pass: find the chain of residual blocks and compute the module DAG's structure.
 
 Requires: ``gm`` traced by :func:`mcgraph.tracing.trace` (blocks are ``call_module`` leaves) and
-          annotated by :func:`mcgraph.tracing.annotate_shapes` (``node.meta['tensor_meta']``).
+          annotated by :func:`mcgraph.tracing.annotate_shapes` (``node.meta['tensor_meta']``);
+          the blocks are ``modules`` (types or names) or, by default, those the analysis pass
+          ``discover_blocks`` kept (``gm.meta["mcgraph"]["discovery"]["blocks"]``).
 Ensures:  ``gm.meta["mcgraph"]["dag"]`` holds the :class:`~mcgraph.ir.ModuleDAG` structure:
-          module level (every earlier output a parameter-free adapter can bring to a block's
-          input shape is a candidate, across stages) or branch level (ResNeXt: the C branches of
-          consecutive blocks). ``level='auto'`` picks branch when every block is a grouped
-          bottleneck. The graph itself is not changed.
+          module level (every earlier output the parameter-free adapter can bring to a block's
+          input shape, subsampling by the composed stride of the blocks between, is a candidate,
+          across stages; ``gm.meta["mcgraph"]["unreachable"]`` says why each other one is not)
+          or branch level (ResNeXt: the C branches of consecutive blocks). ``level='auto'``
+          picks branch when every block is a grouped bottleneck. The graph is not changed.
 
     gm = annotate_shapes(trace(model), torch.randn(1, 3, 32, 32))
-    run_passes(gm, [FindModules()])
+    run_passes(gm, [DiscoverBlocks(), FindModules()])
     carried_dag(gm).blocks()          # ['layer1.0', 'layer1.1', ...]
 """
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Iterable
 
 from torch import fx
 
-from ..branches import is_grouped_bottleneck
+from ..branches import bottleneck_parts, is_grouped_bottleneck
+from ..errors import McGraphError
 from ..ir import META, ModuleDAG, branch_dag, carried_dag, module_dag
 from ..tracing import describe_blocks, is_block, node_shape
 from .base import GraphPass, PassResult
@@ -27,11 +31,10 @@ from .base import GraphPass, PassResult
 LEVELS = ("auto", "module", "branch")
 
 
-def adapter_stride(src: tuple[int, ...], dst: tuple[int, ...]) -> tuple[int, int] | None:
-    """Strides that bring a (N,C,H,W) output to (N,C',H',W'), or None when no option-A adapter can
-    (more channels than the target, or no integer stride s with ceil(H/s) == H')."""
-    if src[1] > dst[1]:
-        return None
+def block_stride(src: tuple[int, ...], dst: tuple[int, ...]) -> tuple[int, int] | None:
+    """The spatial stride of one block mapping (N,C,H,W) to (N,C',H',W'): per dimension the
+    smallest s with ceil(H/s) == H' (what a stride-s conv or pool with 'same' padding gives),
+    or None when no stride maps H to H' (the block upsamples)."""
     out = []
     for a, b in ((src[2], dst[2]), (src[3], dst[3])):
         s = next((s for s in range(1, a + 1) if math.ceil(a / s) == b), None)
@@ -41,8 +44,43 @@ def adapter_stride(src: tuple[int, ...], dst: tuple[int, ...]) -> tuple[int, int
     return out[0], out[1]
 
 
+legacy_adapter_stride = block_stride    # checkpoint format 1 took this between any two outputs
+
+
+def composed_stride(strides: list[tuple[int, int] | None]) -> tuple[int, int] | None:
+    """The stride of a path of blocks: the product of theirs (None when one is not a stride)."""
+    sh = sw = 1
+    for s in strides:
+        if s is None:
+            return None
+        sh, sw = sh * s[0], sw * s[1]
+    return sh, sw
+
+
+def reach(src: tuple[int, ...], dst: tuple[int, ...], stride: tuple[int, int] | None) -> str | None:
+    """Why the parameter-free adapter (subsample by the path's ``stride``, zero-pad channels)
+    cannot bring an output of shape ``src`` to ``dst``; None when it can."""
+    if src[1] > dst[1]:
+        return f"channels shrink ({src[1]} -> {dst[1]})"
+    if stride is None:
+        return "a block on the path between them does not change size by a stride"
+    got = (math.ceil(src[2] / stride[0]), math.ceil(src[3] / stride[1]))
+    if got != tuple(dst[2:4]):
+        return (f"the path's stride {list(stride)} maps {list(src[2:4])} to {list(got)}, "
+                f"not {list(dst[2:4])}")
+    return None
+
+
 def block_nodes(gm: fx.GraphModule, modules: Iterable[type | str] | None = None) -> list[fx.Node]:
-    """All ``call_module`` nodes that are residual blocks, in graph order."""
+    """All ``call_module`` nodes that are residual blocks, in graph order: those of ``modules``,
+    or (None) those ``discover_blocks`` kept."""
+    if modules is None:
+        disc = gm.meta.get(META, {}).get("discovery", {})
+        if "blocks" not in disc:
+            raise McGraphError("find_modules", "no blocks discovered; run discover_blocks first "
+                                               "(mcgraph.rewrite does) or pass modules=")
+        modules = disc["blocks"]
+        return [n for n in gm.graph.nodes if n.op == "call_module" and str(n.target) in modules]
     mods = dict(gm.named_modules())
     return [n for n in gm.graph.nodes
             if n.op == "call_module" and is_block(mods[n.target], str(n.target), modules)]
@@ -76,7 +114,8 @@ class FindModules(GraphPass):
                                  f"{sorted({c for _, c in cards})}; streams need one C")
             dag = branch_dag(source.name, cards)
         else:
-            dag = self._module_dag(source, chain)
+            dag, unreachable = self._module_dag(source, chain)
+            gm.meta.setdefault(META, {})["unreachable"] = unreachable
         gm.meta.setdefault(META, {})["dag"] = dag
         return PassResult(gm, False)
 
@@ -87,9 +126,7 @@ class FindModules(GraphPass):
         """The block chain; explains why when the graph is not a chain."""
         blocks = block_nodes(gm, self.modules)
         if not blocks:
-            raise self.error(f"no residual blocks found in {gm._get_name()} (looked for "
-                             f"{describe_blocks(self.modules)}); pass the block types or names "
-                             "with modules=/--modules")
+            raise self.error(self._none_found(gm))
         for i, node in enumerate(blocks):
             t = node.target
             if len(node.args) != 1 or node.kwargs:
@@ -99,8 +136,11 @@ class FindModules(GraphPass):
             if not isinstance(src, fx.Node):
                 raise self.error("reads a constant, not a tensor", str(t))
             if i > 0 and src is not blocks[i - 1]:
-                raise self.error(f"reads '{src.name}', not the previous block {blocks[i - 1].target}; "
-                                 "blocks must form a chain", str(t))
+                between = _between(gm, blocks[i - 1], node)
+                raise self.error(f"reads '{src.name}', not the previous block {blocks[i - 1].target}"
+                                 f"{between}; blocks must form one chain (networks with "
+                                 "non-residual transitions between blocks are out of scope: "
+                                 "docs/design.md, Scope)", str(t))
             if i < len(blocks) - 1 and len(node.users) != 1:
                 readers = ", ".join(u.name for u in node.users)
                 raise self.error(f"output is read by {readers}; only the next block may read it "
@@ -111,32 +151,77 @@ class FindModules(GraphPass):
                     raise self.error(f"expects 4-D input and output, got {shape} at '{n.name}'", str(t))
         return blocks
 
+    def _none_found(self, gm: fx.GraphModule) -> str:
+        if self.modules is not None:
+            return (f"no residual blocks found in {gm._get_name()} (looked for "
+                    f"{describe_blocks(self.modules)}); check the block types or names given "
+                    "with modules=/--modules")
+        from .discover_blocks import nearest
+        verdicts = gm.meta[META]["discovery"]["verdicts"]
+        return (f"no residual blocks found in {gm._get_name()} (a block returns act(F(x) + S(x)) "
+                f"and is called once on the main path); nearest: {nearest(verdicts)}; hint: "
+                "name the blocks with modules=/--modules, or see mcgraph rewrite --explain")
+
     def _cardinality(self, node: fx.Node, block) -> int:
-        if not is_grouped_bottleneck(block):
-            raise self.error("is not a grouped bottleneck (needs conv1..bn3 and conv2.groups > 1); "
-                             "use level='module'", str(node.target))
-        return int(block.conv2.groups)
+        parts = bottleneck_parts(block)
+        if isinstance(parts, str):
+            raise self.error(f"is not a grouped bottleneck: it {parts}; use level='module'",
+                             str(node.target))
+        return int(parts.conv2.groups)
 
     @staticmethod
-    def _module_dag(source: fx.Node, chain: list[fx.Node]) -> ModuleDAG:
+    def _module_dag(source: fx.Node, chain: list[fx.Node]) -> tuple[ModuleDAG, dict[str, list]]:
+        """Candidates of block j: the source and every earlier block whose output the
+        parameter-free adapter brings to j's input, subsampling by the composed stride of the
+        blocks between them (the network's own grid); the others, with why, in the second
+        value."""
         producers = [source, *chain]
         names = [source.name] + [str(b.target) for b in chain]
-        plans = []
-        for i, block in enumerate(chain):
-            target = node_shape(block.args[0])                       # (N, C, H, W) it reads
-            cands = []
-            for k in range(i + 1):
-                shape = node_shape(producers[k])
-                s = adapter_stride(shape, target)                     # type: ignore[arg-type]
-                if s is not None:
-                    cands.append((names[k], list(s), target[1] - shape[1]))  # type: ignore[index]
-            plans.append((names[i + 1], cands))
-        return module_dag(names[0], plans)
+        shapes = [node_shape(p) for p in producers]
+        own = [block_stride(shapes[i], shapes[i + 1]) for i in range(len(chain))]  # type: ignore[arg-type]
+        plans, unreachable = [], {}
+        for j in range(len(chain)):
+            target = shapes[j]                                    # (N, C, H, W) block j reads
+            cands, left = [], []
+            for k in range(j + 1):
+                stride = composed_stride(own[k:j])                # blocks k .. j-1 lie between
+                why = reach(shapes[k], target, stride)            # type: ignore[arg-type]
+                if why is None:
+                    cands.append((names[k], list(stride), target[1] - shapes[k][1]))  # type: ignore
+                else:
+                    left.append([names[k], why])
+            plans.append((names[j + 1], cands))
+            if left:
+                unreachable[names[j + 1]] = left
+        return module_dag(names[0], plans), unreachable
+
+
+def _between(gm: fx.GraphModule, prev: fx.Node, block: fx.Node) -> str:
+    """' but through X (T), ...': the outermost modules between two blocks that do not chain,
+    ones that hold neither block (``features.2``, not its 12 ops)."""
+    ends = (f"{prev.target}.", f"{block.target}.")
+    nodes = list(gm.graph.nodes)
+    seen: dict[str, str] = {}
+    for n in nodes[nodes.index(prev) + 1: nodes.index(block)]:
+        stack = list(n.meta.get("nn_module_stack", {}).values())
+        if n.op == "call_module":
+            stack.append((str(n.target), type(gm.get_submodule(str(n.target)))))
+        own = next(((p, t) for p, t in stack if not any(e.startswith(p + ".") for e in ends)),
+                   (n.name, None))
+        if n.op != "get_attr":
+            seen.setdefault(own[0], getattr(own[1], "__name__", n.op))
+    items = [f"{k} ({t})" for k, t in seen.items()]
+    return f" but through {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}" if items else ""
 
 
 def find_modules(gm: fx.GraphModule, modules: Iterable[type | str] | None = None,
                  level: str = "auto") -> ModuleDAG:
-    """Run the analysis on ``gm`` and return the DAG structure it carries now."""
+    """Run the analysis on ``gm`` (with ``discover_blocks`` first when no ``modules`` are given
+    and it has not run) and return the DAG structure it carries now."""
+    from .discover_blocks import DiscoverBlocks
     from .driver import run_passes
-    run_passes(gm, [FindModules(modules, level)])
+    todo = [FindModules(modules, level)]
+    if modules is None and "blocks" not in gm.meta.get(META, {}).get("discovery", {}):
+        todo.insert(0, DiscoverBlocks())
+    run_passes(gm, todo)
     return carried_dag(gm)

@@ -20,10 +20,11 @@ WHERE = "train"
 
 
 def build_model(cfg: TrainConfig, spec: DataSpec) -> fx.GraphModule:
-    """A masked model for ``spec``: rewritten from a registered name, or loaded from a .pt."""
+    """A masked model for ``spec``: rewritten from a model source (with ``cfg.model_args``), or
+    loaded from a .pt (a file or module source in it only with ``cfg.trust_code``)."""
     want = [spec.in_channels, *spec.input_size]
     if cfg.model.endswith(".pt") or Path(cfg.model).is_file():
-        gm = load(cfg.model)
+        gm = load(cfg.model, trust_code=cfg.trust_code)
         rw = gm.meta[META]["rewrite"]
         if list(rw["input_shape"]) != want:
             raise McGraphError(WHERE, f"{cfg.model} was rewritten for inputs {rw['input_shape']} "
@@ -34,7 +35,8 @@ def build_model(cfg: TrainConfig, spec: DataSpec) -> fx.GraphModule:
                                       f"{spec.name} has {spec.num_classes}")
     else:
         kw = dict(seed=cfg.seed, num_classes=spec.num_classes, in_channels=spec.in_channels,
-                  input_size=spec.input_size, mask_grad=cfg.mask_grad, aggregate=cfg.aggregate)
+                  input_size=spec.input_size, mask_grad=cfg.mask_grad, aggregate=cfg.aggregate,
+                  model_args=dict(cfg.model_args))
         mode = cfg.connectivity
         if mode == "fixed-prev":
             gm = rewrite(cfg.model, 1, "prev", **kw)
@@ -45,11 +47,11 @@ def build_model(cfg: TrainConfig, spec: DataSpec) -> fx.GraphModule:
             init = cfg.init or ("random" if mode == "fixed-random" else "uniform")
             gm = rewrite(cfg.model, cfg.fan_in, init, **kw)
     return apply_connectivity(gm, cfg.connectivity, cfg.seed, chain_blocks=cfg.chain_blocks,
-                              wiring_from=cfg.wiring_from)
+                              wiring_from=cfg.wiring_from, trust_code=cfg.trust_code)
 
 
 def apply_connectivity(gm: fx.GraphModule, mode: str, seed: int, *, chain_blocks: int | None = None,
-                       wiring_from: str | None = None) -> fx.GraphModule:
+                       wiring_from: str | None = None, trust_code: bool = False) -> fx.GraphModule:
     """Freeze the masks by a fixed rule (``fixed-*``); ``learned`` leaves them to training.
 
     ``fixed-chain``: a K=1 chain of ``chain_blocks`` blocks (the last block, which the head
@@ -59,7 +61,7 @@ def apply_connectivity(gm: fx.GraphModule, mode: str, seed: int, *, chain_blocks
     if mode == "fixed-chain":
         return _freeze_chain(gm, int(chain_blocks or 0), seed)
     if mode == "fixed-wiring":
-        return _freeze_like(gm, str(wiring_from))
+        return _freeze_like(gm, str(wiring_from), trust_code)
     for m in mask_modules(gm):
         n, k = m.num_candidates, m.fan_in
         if mode == "fixed-prev":
@@ -116,9 +118,9 @@ def _freeze_chain(gm: fx.GraphModule, length: int, seed: int) -> fx.GraphModule:
     return gm
 
 
-def _freeze_like(gm: fx.GraphModule, path: str) -> fx.GraphModule:
+def _freeze_like(gm: fx.GraphModule, path: str, trust_code: bool = False) -> fx.GraphModule:
     try:
-        donor = {m.target: m for m in mask_modules(load(path))}
+        donor = {m.target: m for m in mask_modules(load(path, trust_code=trust_code))}
     except McGraphError as e:
         raise McGraphError(WHERE, f"wiring_from: {e}", "wiring_from") from None
     for m in mask_modules(gm):

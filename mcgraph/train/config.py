@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
-from ..config import check, validate_literals
+from ..config import ModelArgs, check, model_args_tuple, validate_literals
 from ..device import DeviceName
 from ..masks import Aggregate, Constraint, Init, MaskGrad
 
@@ -18,7 +18,7 @@ WHERE = "train"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str                          # registered name (rewritten on the fly) or a masked .pt
+    model: str                          # a model source (rewritten on the fly) or a masked .pt
     data: str = "fashion-mnist"         # fashion-mnist | cifar10 | cifar100 | imagefolder:DIR | synthetic
     data_dir: str | None = None
     out: str = "runs/default"
@@ -56,9 +56,12 @@ class TrainConfig:
     eval_batch_size: int = 500
     bn_recalibration_batches: int = 20  # while masks learn, eval re-estimates BN on this many (0: off)
     progress: bool = True
+    model_args: ModelArgs = ()          # keyword arguments of the model source's factory
+    trust_code: bool = False            # rebuild a .pt (or last.pt) naming a file/module source
 
     def __post_init__(self) -> None:
         validate_literals(self, WHERE)
+        object.__setattr__(self, "model_args", model_args_tuple(self.model_args, WHERE))
         for name in ("epochs", "batch_size", "eval_batch_size", "fan_in"):
             check(getattr(self, name) >= 1, WHERE, name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "mask_lr", "weight_decay", "momentum", "mask_momentum",

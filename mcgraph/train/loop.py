@@ -30,6 +30,7 @@ from ..checkpoint import read_checkpoint
 from ..device import resolve_device
 from ..errors import Interrupted, McGraphError
 from ..io import write_text_atomic
+from ..sources import same_source
 from ..constraints import constrain_masks_
 from ..masks import (freeze_masks, mask_modules, renormalize_mask_grads_, set_grad_samples,
                      sync_masks_to_host)
@@ -78,7 +79,11 @@ def train(cfg: TrainConfig, data: Data | None = None,
 
 
 def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
-    """The saved run's config (with this call's max_steps, device, progress) and its last.pt."""
+    """The saved run's config (with this call's max_steps, device, progress) and its last.pt.
+
+    Its model is rebuilt from a file or module source only with this call's ``trust_code``, or
+    when this call's ``model`` is that very source (the user gave it again); never on the saved
+    config's word."""
     last = Path(cfg.out) / "last.pt"
     if not last.is_file():
         raise McGraphError(WHERE, f"nothing to resume: {last} does not exist")
@@ -87,8 +92,9 @@ def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
         raise McGraphError(WHERE, f"{last} holds no training state")
     known = TrainConfig.__dataclass_fields__
     saved = TrainConfig(**{k: v for k, v in ckpt["train"]["config"].items() if k in known})
+    trust = cfg.trust_code or same_source(cfg.model, ckpt["description"].get("model"))
     return dataclasses.replace(saved, resume=True, max_steps=cfg.max_steps, device=cfg.device,
-                               progress=cfg.progress), ckpt
+                               progress=cfg.progress, trust_code=trust), ckpt
 
 
 class Trainer:
@@ -133,7 +139,10 @@ class Trainer:
 
     def _model(self, given: fx.GraphModule | None, ckpt: dict[str, Any] | None) -> fx.GraphModule:
         if given is None:
-            return load(ckpt) if ckpt else build_model(self.cfg, self.data.spec)
+            # resuming: trust_code is this call's --trust-code or its MODEL being the recorded
+            # source (resume_config), never the saved run's
+            return (load(ckpt, trust_code=self.cfg.trust_code) if ckpt
+                    else build_model(self.cfg, self.data.spec))
         if not ckpt:
             return apply_connectivity(given, self.cfg.connectivity, self.cfg.seed)
         given.load_state_dict(ckpt["state_dict"])

@@ -40,7 +40,7 @@ def test_branch_level_for_resnext():
     assert dag.level == "module" and len(dag.blocks()) == 9
 
 
-class Plain(nn.Module):
+class Plain(nn.Module):  # no residual structure at all
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3)
@@ -76,34 +76,76 @@ def test_user_modules_by_name_and_non_chain_is_explained():
         find_modules(gm, ["a", "b"])
 
 
-class UserBlock(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1)
+class Chain6(nn.Module):
+    """Six stride-2 option-A blocks whose residual branch is zero: each block is exactly
+    relu(subsample(x)), so the network's own grid is known pixel by pixel."""
 
-    def forward(self, x):
-        return torch.relu(self.conv(x) + x)
-
-
-class UserNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.stem = nn.Conv2d(3, 4, 3, padding=1)
-        self.blocks = nn.Sequential(UserBlock(4), UserBlock(4), UserBlock(4))
-        self.fc = nn.Linear(4, 2)
+        from mcgraph.models import CifarBasicBlock
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.ReLU())
+        self.layers = nn.Sequential(*[CifarBasicBlock(4, 4, 2) for _ in range(6)])
+        for b in self.layers:
+            nn.init.zeros_(b.conv2.weight)            # F(x) = bn2(0) = 0 (eval, fresh stats)
 
     def forward(self, x):
-        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+        return self.layers(self.stem(x)).mean((2, 3))
 
 
-def test_registered_block_types_are_found_without_naming_them():
-    gm = _traced(UserNet(), (1, 3, 8, 8))
-    with pytest.raises(McGraphError, match="no residual blocks found"):
-        find_modules(gm)
-    from mcgraph.tracing import _BLOCK_TYPES, register_block
-    register_block(UserBlock)
-    try:
-        gm = _traced(UserNet(), (1, 3, 8, 8))          # now a leaf for the tracer too
-        assert find_modules(gm).blocks() == ["blocks.0", "blocks.1", "blocks.2"]
-    finally:
-        _BLOCK_TYPES.remove(UserBlock)
+def test_adapter_reads_the_networks_own_grid_on_a_non_power_of_two_input():
+    from mcgraph.masked_sum import view
+    from mcgraph.masks import mask_modules
+    from mcgraph.passes.find_modules import legacy_adapter_stride
+    model = Chain6().eval()                           # 40 -> 20 -> 10 -> 5 -> 3 -> 2 -> 1
+    x = torch.rand(1, 3, 40, 40)
+    outs = {}
+    for i, b in enumerate(model.layers):
+        b.register_forward_hook(lambda m, a, o, i=i: outs.__setitem__(i, o))
+    model(x)
+    masked = mcgraph_rewrite(model, x)
+    last = {m.target: m for m in mask_modules(masked)}["layers.5"]
+    k = last.candidates.index("layers.1")             # its output is 10x10; layers.5 reads 2x2
+    assert last.strides[k] == (8, 8)                  # 10 -> 5 -> 3 -> 2 through three stride-2 blocks
+    assert legacy_adapter_stride((1, 4, 10, 10), (1, 4, 2, 2)) == (5, 5)   # the old rule's grid
+    assert torch.equal(view(outs[1], last.strides[k]), outs[4])            # pixels {0, 8}: the network's
+    assert not torch.equal(view(outs[1], (5, 5)), outs[4])                 # {0, 5} is not
+
+
+def mcgraph_rewrite(model, x):
+    import mcgraph
+    return mcgraph.rewrite(model, fan_in=1, init="prev", example_input=x)
+
+
+class Upsample(nn.Module):
+    """A block that doubles the size: nothing before it can reach what follows it."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(c, c, 2, stride=2)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x) + nn.functional.interpolate(x, scale_factor=2.0))
+
+
+class UpNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        from mcgraph.models import CifarBasicBlock
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.a = CifarBasicBlock(4, 8, 1)
+        self.up = Upsample(8)
+        self.b = CifarBasicBlock(8, 8, 1)
+
+    def forward(self, x):
+        return self.b(self.up(self.a(self.stem(x)))).mean((2, 3))
+
+
+def test_unreachable_candidates_are_left_out_with_a_reason():
+    gm = _traced(UpNet(), (1, 3, 8, 8))
+    dag = find_modules(gm)
+    assert dag.blocks() == ["a", "up", "b"]
+    assert dag.candidates("b") == ["up"]
+    why = dict(map(tuple, gm.meta["mcgraph"]["unreachable"]["b"]))
+    assert set(why) == {"stem", "a"}
+    assert "does not change size by a stride" in why["a"]
+    assert dag.candidates("up") == ["stem", "a"]          # 4 -> 8 channels: zero-padded

@@ -7,7 +7,7 @@ import mcgraph
 from helpers import assert_same_outputs, eval_outputs, rand
 from mcgraph import McGraphError, create_model
 from mcgraph.masks import mask_modules
-from mcgraph.passes.find_modules import adapter_stride
+from mcgraph.passes.find_modules import block_stride, composed_stride, reach
 
 
 @pytest.mark.parametrize("name,shape", [("resnet18", (3, 32, 32)), ("resnet50", (3, 32, 32)),
@@ -42,11 +42,17 @@ def test_candidates_cross_stages_with_adapters(masked_resnet20):
     assert gm(x).shape == (2, 10)
 
 
-def test_adapter_stride_rule():
-    assert adapter_stride((1, 16, 32, 32), (1, 32, 16, 16)) == (2, 2)
-    assert adapter_stride((1, 16, 7, 7), (1, 32, 4, 4)) == (2, 2)    # odd sizes: ceil(7/2) = 4
-    assert adapter_stride((1, 64, 8, 8), (1, 32, 8, 8)) is None      # channels cannot shrink
-    assert adapter_stride((1, 16, 4, 4), (1, 16, 8, 8)) is None      # space cannot grow
+def test_adapter_stride_rules():
+    assert block_stride((1, 16, 32, 32), (1, 32, 16, 16)) == (2, 2)
+    assert block_stride((1, 16, 7, 7), (1, 32, 4, 4)) == (2, 2)      # odd sizes: ceil(7/2) = 4
+    assert block_stride((1, 16, 4, 4), (1, 16, 8, 8)) is None        # space cannot grow
+    # a path's stride is the product of its blocks' (10 -> 5 -> 3 -> 2: 8, not ceil-fit 5)
+    assert composed_stride([(2, 2), (2, 2), (2, 2)]) == (8, 8)
+    assert composed_stride([(2, 2), None]) is None
+    assert reach((1, 16, 10, 10), (1, 32, 2, 2), (8, 8)) is None
+    assert "channels shrink" in reach((1, 64, 8, 8), (1, 32, 8, 8), (1, 1))
+    assert "maps [10, 10] to [3, 3]" in reach((1, 16, 10, 10), (1, 16, 2, 2), (4, 4))
+    assert "does not change size by a stride" in reach((1, 16, 4, 4), (1, 16, 8, 8), None)
 
 
 def test_bad_fan_in_and_init():
