@@ -12,7 +12,7 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,timm]'
 	touch $(STAMP)
 
 # Debian ships Fashion-MNIST; install it when we are root with apt, otherwise say how.

@@ -69,8 +69,11 @@ def sweep_one(spec: str, size: tuple[int, int]) -> dict:
     return row
 
 
-def markdown(rows: list[dict], size: tuple[int, int]) -> str:
-    out = [f"Input {size[0]}x{size[1]}, 10 classes, random init. `prev` = max |K=1 prev - original| "
+def markdown(rows: list[dict], size: tuple[int, int], machine: str = "") -> str:
+    out = ["# Networks tried", "",
+           "Made by `python benchmarks/sweep_models.py --md docs/models.md` (not part of `make "
+           f"test`){machine}. No block names were given: blocks are found by structure "
+           "(docs/design.md §9).", "", f"Input {size[0]}x{size[1]}, 10 classes, random init. `prev` = max |K=1 prev - original| "
            "/ max |original| (eval); params after a random K=2 compile (module level: dead "
            "blocks removed; branch level: dead branches); ONNX: onnxruntime vs the frozen model.",
            "", "| network | blocks found (types) | level (K=2) | prev rel. diff | params before "
@@ -92,8 +95,17 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="sources to sweep (default: the built-in lists)")
     ap.add_argument("--md", help="also write the markdown table here")
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--from-json", help="render the rows of an earlier --json run, run nothing")
     a = ap.parse_args()
     size = (a.input_size, a.input_size)
+    import platform
+    machine = f" on {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    if a.from_json:
+        md = markdown(json.loads(Path(a.from_json).read_text()), size, machine)
+        print(md)
+        if a.md:
+            Path(a.md).write_text(md)
+        return 0
     specs = a.only or [f"torchvision:{n}" for n in TORCHVISION]
     if not a.only:
         try:
@@ -109,7 +121,7 @@ def main() -> int:
             row = {"model": spec, "params": 0, "status": f"failed: {e}"}
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
-    md = markdown(rows, size)
+    md = markdown(rows, size, machine)
     print(md)
     if a.md:
         Path(a.md).write_text(md)

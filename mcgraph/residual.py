@@ -116,7 +116,8 @@ def _elementwise(gm: fx.GraphModule, n: fx.Node) -> bool:
 
 def graph_form(gm: fx.GraphModule) -> Form:
     """The residual test on a traced module (see the module docstring)."""
-    xs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    # arguments fixed to their defaults keep a placeholder (with the default): not inputs
+    xs = [n for n in gm.graph.nodes if n.op == "placeholder" and not n.args]
     if len(xs) != 1:
         return Form(False, f"takes {len(xs)} inputs; a block takes one tensor", 1)
     x = xs[0]
@@ -147,10 +148,14 @@ def graph_form(gm: fx.GraphModule) -> Form:
         why = ("chains residual blocks" if any(_is_add(n) for n in shared)
                else "transforms its input before the sum's paths split")
         return Form(False, f"{why} (both paths of its sum read '{inner[0].name}'); looking inside", 4)
-    s = min(operands, key=lambda a: len(_ancestors(a, live)))
+    def cost(a: fx.Node) -> tuple[int, int]:        # S: the path with fewer layers, then ops
+        anc = _ancestors(a, live) - shared - {x}
+        return sum(n.op == "call_module" and not _elementwise(gm, n) for n in anc), len(anc)
+
+    s = min(operands, key=cost)
     path = sorted(_ancestors(s, live) - shared - {x}, key=lambda n: list(gm.graph.nodes).index(n))
     sc = ", ".join(_op_name(gm, n) for n in path) if path else "identity"
-    head = "(".join(reversed(act)) + "(" if act else ""
+    head = "(".join(act) + "(" if act else ""          # act: from the output inwards
     tail = ")" * len(act)
     pre = " (pre-activation)" if not act else ""
     return Form(True, f"block: {head}F(x) + S(x){tail}{pre}, S = {sc}", 9)

@@ -140,3 +140,14 @@ def test_grouped_bottleneck_found_by_structure_whatever_its_names():
         assert torch.allclose(net(x), masked.eval()(x), atol=1e-5)
     assert mcgraph.dag_of(mcgraph.rewrite(RenamedNet(GatedGrouped), 1, "prev",
                                           example_input=torch.randn(1, 3, 8, 8))).level == "module"
+
+
+def test_auto_level_needs_one_cardinality():
+    class Mixed(RenamedNet):
+        def __init__(self):
+            super().__init__()
+            self.stages[2] = RenamedGrouped(32, 32, groups=2)     # C = 4, 4, 2: no common streams
+    x = torch.randn(1, 3, 8, 8)
+    assert mcgraph.dag_of(mcgraph.rewrite(Mixed(), 1, "prev", example_input=x)).level == "module"
+    with pytest.raises(mcgraph.McGraphError, match="blocks have different cardinalities"):
+        mcgraph.rewrite(Mixed(), 1, "full", example_input=x, level="branch")

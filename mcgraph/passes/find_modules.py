@@ -9,7 +9,8 @@ Ensures:  ``gm.meta["mcgraph"]["dag"]`` holds the :class:`~mcgraph.ir.ModuleDAG`
           input shape, subsampling by the composed stride of the blocks between, is a candidate,
           across stages; ``gm.meta["mcgraph"]["unreachable"]`` says why each other one is not)
           or branch level (ResNeXt: the C branches of consecutive blocks). ``level='auto'``
-          picks branch when every block is a grouped bottleneck. The graph is not changed.
+          picks branch when every block is a grouped bottleneck of one cardinality C. The graph is
+          not changed.
 
     gm = annotate_shapes(trace(model), torch.randn(1, 3, 32, 32))
     run_passes(gm, [DiscoverBlocks(), FindModules()])
@@ -22,7 +23,7 @@ from typing import Iterable
 
 from torch import fx
 
-from ..branches import bottleneck_parts, is_grouped_bottleneck
+from ..branches import bottleneck_parts
 from ..errors import McGraphError
 from ..ir import META, ModuleDAG, branch_dag, carried_dag, module_dag
 from ..tracing import describe_blocks, is_block, node_shape
@@ -105,7 +106,10 @@ class FindModules(GraphPass):
         blocks = [mods[n.target] for n in chain]
         level = self.level
         if level == "auto":
-            level = "branch" if all(is_grouped_bottleneck(b) for b in blocks) else "module"
+            parts = [bottleneck_parts(b) for b in blocks]
+            groups = {p.conv2.groups for p in parts if not isinstance(p, str)}
+            level = "branch" if len(groups) == 1 and not any(isinstance(p, str) for p in parts) \
+                else "module"                       # streams need every block grouped, one C
         source = chain[0].args[0]
         if level == "branch":
             cards = [(str(n.target), self._cardinality(n, mods[n.target])) for n in chain]
