@@ -77,7 +77,7 @@ def rewrite(model: nn.Module | str, fan_in: int, init: str = default(_RW, "init"
     gm.meta.setdefault(META, {})["rewrite"] = {
         "model": name, "model_args": args,
         "model_kwargs": {"num_classes": eff_classes if eff_classes is not None else num_classes,
-                         "in_channels": eff_channels or int(example_input.shape[1])},
+                         "in_channels": eff_channels},     # None: no Conv2d to adapt
         "fan_in": int(fan_in), "init": init, "seed": int(seed), "mask_grad": mask_grad,
         "aggregate": aggregate, "level": level, "input_shape": list(example_input.shape[1:]),
         "modules": None if mods is None else [m if isinstance(m, str) else m.__name__ for m in mods],

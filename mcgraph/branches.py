@@ -14,6 +14,7 @@ the original grouped conv2, conv3 as a batched matmul giving C separate outputs,
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,7 @@ from .masked_sum import batch_rows
 from .masks import KHotMask, process_grad
 
 _RELUS = {torch.relu, F.relu, torch.relu_, F.relu_, "relu", "relu_"}
+_ADDS = {operator.add, operator.iadd, torch.add}
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def bottleneck_parts(block: nn.Module) -> BottleneckParts | str:
         return "does not end in a ReLU"
     add = skip(out.all_input_nodes[0])
     ops = [skip(a) for a in add.all_input_nodes]
-    if add.op != "call_function" or len(ops) != 2:
+    if add.op != "call_function" or add.target not in _ADDS or len(ops) != 2:
         return "is not relu(F(x) + S(x))"
     f_ops, s_ops = (chain(ops[0], x), chain(ops[1], x))
     if f_ops is not None and s_ops is not None and len(f_ops) < len(s_ops):
@@ -89,22 +91,33 @@ def bottleneck_parts(block: nn.Module) -> BottleneckParts | str:
         return "computes more than F and S (a gate, a scale or drop-path)"
     layer = [mods.get(str(n.target)) if n.op == "call_module" else None for n in f_ops + s_ops]
     c1, b1, r1, c2, b2, r2, c3, b3 = layer[:8]
-    pointwise = all(isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.stride == (1, 1)
-                    and c.bias is None and c.groups == 1 for c in (c1, c3))
-    if not (pointwise and isinstance(c2, nn.Conv2d) and c2.groups > 1
-            and all(isinstance(b, nn.BatchNorm2d) for b in (b1, b2, b3))
+    pointwise = all(_plain_conv(c) and c.kernel_size == (1, 1) and c.stride == (1, 1)
+                    and c.groups == 1 for c in (c1, c3))
+    if not (pointwise and _plain_conv(c2) and c2.groups > 1  # type: ignore[union-attr]
+            and all(_plain_bn(b) for b in (b1, b2, b3))
             and is_relu(f_ops[2]) and is_relu(f_ops[5])):
-        return "is not a grouped bottleneck (1x1 conv, grouped conv, 1x1 conv, BatchNorms)"
+        return ("is not a grouped bottleneck (1x1 conv, grouped conv, 1x1 conv without bias or "
+                "dilation, affine BatchNorms)")
     ds = None
     if s_ops:
         conv, bn = layer[8:]
-        if not (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1
-                and isinstance(bn, nn.BatchNorm2d)):
+        if not (_plain_conv(conv) and conv.kernel_size == (1, 1) and conv.groups == 1  # type: ignore[union-attr]
+                and _plain_bn(bn)):
             return "has a shortcut other than the identity or conv 1x1 + BatchNorm"
         parent = str(s_ops[0].target).rpartition(".")[0]
         seq = block.get_submodule(parent) if parent else None    # the block's own, not gm's copy
         ds = seq if isinstance(seq, nn.Sequential) and list(seq) == [conv, bn] else nn.Sequential(conv, bn)
     return BottleneckParts(c1, b1, c2, b2, c3, b3, ds)  # type: ignore[arg-type]
+
+
+def _plain_conv(c: nn.Module | None) -> bool:
+    """What the branch rewrites rebuild exactly: no bias, no dilation, zero padding."""
+    return (isinstance(c, nn.Conv2d) and c.bias is None and c.dilation == (1, 1)
+            and c.padding_mode == "zeros")
+
+
+def _plain_bn(b: nn.Module | None) -> bool:
+    return isinstance(b, nn.BatchNorm2d) and b.affine and b.track_running_stats
 
 
 def is_grouped_bottleneck(module: nn.Module) -> bool:

@@ -29,12 +29,17 @@ _ADD_METHODS = {"add", "add_"}
 # trunk); never a convolution, a linear layer, a pooling or a reshape
 _ACT_MODULES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.Identity,
                 nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.ELU,
-                nn.PReLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Hardtanh, nn.CELU,
-                nn.SELU, nn.Softplus, nn.Dropout, nn.Dropout2d)
+                nn.PReLU, nn.RReLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Hardtanh,
+                nn.CELU, nn.SELU, nn.GLU, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid,
+                nn.Threshold, nn.modules.dropout._DropoutNd)
 _ACT_NAMES = {"relu", "relu_", "relu6", "silu", "silu_", "gelu", "sigmoid", "sigmoid_", "tanh",
-              "hardswish", "hardsigmoid", "hardtanh", "leaky_relu", "elu", "celu", "selu", "mish",
-              "softplus", "dropout", "clamp", "clamp_", "clamp_min", "contiguous",
-              "batch_norm", "layer_norm", "group_norm"}
+              "tanh_", "hardswish", "hardsigmoid", "hardtanh", "leaky_relu", "elu", "celu", "selu",
+              "mish", "prelu", "rrelu", "softplus", "softsign", "logsigmoid", "threshold", "erf",
+              "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
+              "feature_alpha_dropout", "clamp", "clamp_", "clamp_min", "contiguous",
+              "batch_norm", "layer_norm", "group_norm",
+              # elementwise arithmetic, for activations written out (x * sigmoid(x))
+              "mul", "mul_", "truediv", "div", "div_", "sub", "neg"}
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,18 @@ def _elementwise(gm: fx.GraphModule, n: fx.Node) -> bool:
     return False
 
 
+def _dominators(gm: fx.GraphModule, x: fx.Node, live: set[fx.Node]) -> dict[fx.Node, fx.Node]:
+    """Immediate dominators of the nodes that depend on ``x``, in the module's graph from ``x``."""
+    import networkx as nx
+    g = nx.DiGraph()
+    g.add_node(x)
+    for n in live:
+        for a in n.all_input_nodes:
+            if a in live:
+                g.add_edge(a, n)
+    return nx.immediate_dominators(g, x)
+
+
 def graph_form(gm: fx.GraphModule) -> Form:
     """The residual test on a traced module (see the module docstring)."""
     # arguments fixed to their defaults keep a placeholder (with the default): not inputs
@@ -125,16 +142,21 @@ def graph_form(gm: fx.GraphModule) -> Form:
     if not isinstance(out, fx.Node):
         return Form(False, f"returns a {type(out).__name__}, not one tensor", 1)
     live = _descendants(x)
+    idom = _dominators(gm, x, live)
     v, act = out, []
     while v is not x and not _is_add(v):
+        # from the output inwards, elementwise ops only (an activation written out, x * sigmoid(x),
+        # is several: all between v and its dominator must be elementwise)
         ins = [a for a in v.all_input_nodes if a in live]
-        if len(ins) != 1:
-            return Form(False, f"output is a {_op_name(gm, v)} of {len(ins)} paths, not a sum "
-                               "F(x) + S(x)", 3 if len(ins) > 1 else 1)
-        if not _elementwise(gm, v):
+        d = idom.get(v, x)
+        between = (_ancestors(v, live) & _descendants(d)) - {d, v}
+        if not _elementwise(gm, v) or not all(_elementwise(gm, n) for n in between):
+            if len(ins) > 1:
+                return Form(False, f"output is a {_op_name(gm, v)} of {len(ins)} paths, not a sum "
+                                   "F(x) + S(x)", 3)
             return Form(False, f"output comes from a {_op_name(gm, v)}, not from a sum F(x) + S(x)", 2)
-        act.append(_op_name(gm, v))
-        v = ins[0]
+        act.append(_op_name(gm, v) if len(ins) == 1 else f"{_op_name(gm, v)}-of-{len(ins)}")
+        v = d
     if v is x:
         return Form(False, "output does not add its input (no sum on its output path)", 2)
     operands = [a for a in v.all_input_nodes if a in live]

@@ -48,6 +48,9 @@ SPEC_HELP = "a registered name, torchvision:NAME, timm:NAME, path/file.py:factor
 TIMM_MISSING = "timm is not installed; pip install 'mcgraph[timm]'"
 DEFAULT_SIZE = {"torchvision": (224, 224), "timm": (224, 224), "file": (32, 32), "module": (32, 32)}
 _PLAIN = (type(None), bool, int, float, str)
+# constructor arguments of torchvision / timm that read files or download weights
+_LOADING_ARGS = {"weights", "pretrained", "checkpoint_path", "pretrained_cfg",
+                 "pretrained_cfg_overlay", "cache_dir", "weights_backbone"}
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,11 @@ def build_model(src: ModelSource, num_classes: int | None = None, in_channels: i
         if v is not None and (not isinstance(v, int) or v < 1):
             raise McGraphError(WHERE, f"{flag} must be an integer >= 1, got {v!r}", flag)
     args = dict(src.args)
+    loading = sorted(set(args) & _LOADING_ARGS) if src.kind in ("torchvision", "timm") else []
+    if loading:    # a checkpoint could otherwise make a "trusted" constructor read any file
+        raise McGraphError(WHERE, f"model argument {loading[0]} loads weights or files; mcgraph "
+                                  f"builds {src.spec} with random init (--weights FILE loads a "
+                                  "local state_dict)")
     if src.kind == "registry":
         from .models import create_model, model_info
         info = model_info(src.name)
@@ -308,13 +316,22 @@ def _fmt_args(args: dict[str, Any]) -> str:
 
 
 def _first(model: nn.Module, kind: type, last: bool = False) -> tuple[str, Any] | None:
-    found = [(n, m) for n, m in model.named_modules() if isinstance(m, kind)]
+    """The first (last) ``kind`` layer the forward calls: in graph order when torch.fx traces
+    the model (a head defined before the stem in ``__init__`` is still the head), else in
+    module order."""
+    mods = dict(model.named_modules())
+    try:
+        from torch import fx
+        order = [str(n.target) for n in fx.Tracer().trace(model).nodes if n.op == "call_module"]
+    except Exception:  # untraceable here: registration order is the best guess
+        order = list(mods)
+    found = [(n, mods[n]) for n in order if isinstance(mods.get(n), kind)]
     return (found[-1] if last else found[0]) if found else None
 
 
 def io_channels(model: nn.Module) -> tuple[int | None, int | None]:
-    """(in_channels of the first ``nn.Conv2d``, out_features of the last ``nn.Linear``), in
-    module order; None where the model has none."""
+    """(in_channels of the first ``nn.Conv2d``, out_features of the last ``nn.Linear``) the
+    forward calls (:func:`_first`); None where the model has none."""
     conv, linear = _first(model, nn.Conv2d), _first(model, nn.Linear, last=True)
     return (conv[1].in_channels if conv else None, linear[1].out_features if linear else None)
 

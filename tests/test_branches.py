@@ -127,6 +127,9 @@ def test_grouped_bottleneck_found_by_structure_whatever_its_names():
     assert parts.conv2 is net.stages[1].body[3] and parts.bn3 is net.stages[1].body[8]
     assert parts.downsample is net.stages[1].proj                 # the original Sequential
     assert bottleneck_parts(net.stages[0]).downsample is None      # identity shortcut
+    dilated = RenamedGrouped(16, 16)
+    dilated.body[3] = nn.Conv2d(8, 8, 3, 1, 2, dilation=2, groups=4, bias=False)
+    assert bottleneck_parts(dilated).startswith("is not a grouped bottleneck")   # not rebuilt exactly
     gated = bottleneck_parts(GatedGrouped(16, 16))
     assert gated == "has a path that is not a chain of one-input layers (a gate, a scale inside)"
     # auto level picks branch; K=C 'full' is the original network (the driver checks 1e-4)

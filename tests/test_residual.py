@@ -24,6 +24,11 @@ def test_forms_that_are_blocks():
     assert form(lambda m, x: x.add(m.conv(x))).reason == "block: F(x) + S(x) (pre-activation), S = identity"
     f = form(lambda m, x: torch.sigmoid(torch.relu(torch.add(m.conv(x), x[:, :, ::1]))))
     assert f.ok and f.reason == "block: sigmoid(relu(F(x) + S(x))), S = getitem"
+    # activations written out, or traced into functions: swish as x * sigmoid(x), prelu
+    f = form(lambda m, x: (lambda y: y * torch.sigmoid(y))(m.conv(x) + x))
+    assert f.ok and f.reason == "block: mul-of-2(F(x) + S(x)), S = identity"
+    f = form(lambda m, x: torch.nn.functional.prelu(m.conv(x) + x, torch.full((1,), 0.25)))
+    assert f.ok and f.reason == "block: prelu(F(x) + S(x)), S = identity"
 
 
 def test_forms_that_are_not_and_why():

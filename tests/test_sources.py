@@ -277,3 +277,27 @@ def test_timm_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)             # import timm -> ImportError
     with pytest.raises(McGraphError, match=r"timm is not installed; pip install 'mcgraph\[timm\]'"):
         build_model(parse_source("timm:resnet18"))
+
+
+def test_constructor_arguments_that_load_files_are_refused():
+    from mcgraph.sources import build_model, parse_source
+    for spec, key in (("torchvision:resnet18", "weights"), ("timm:resnet18", "checkpoint_path")):
+        with pytest.raises(McGraphError, match=f"model argument {key} loads weights or files"):
+            build_model(parse_source(spec, {key: "/tmp/evil.pth"}))
+
+
+def test_stem_and_head_follow_the_forward_not_the_registration_order():
+    class Backwards(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 10)                       # registered first, called last
+            self.block = nn.Conv2d(8, 8, 3, padding=1)
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)        # registered last, called first
+
+        def forward(self, x):
+            return self.fc(self.block(self.stem(x)).mean((2, 3)))
+
+    from mcgraph.sources import adapt_io, io_channels
+    assert io_channels(Backwards()) == (3, 10)
+    m = adapt_io(Backwards(), 1, 4)
+    assert m.stem.in_channels == 1 and m.block.in_channels == 8 and m.fc.out_features == 4

@@ -125,7 +125,7 @@ def remeasure_latency(spec_path: str | os.PathLike, root: str | os.PathLike, *,
         if result is None:
             continue
         ck = read_checkpoint(p.run.dir / result["checkpoint"])
-        slim, report = compile(load(ck, trust_code=_spec_names(p.run.model, ck)))
+        slim, report = compile(load(ck, trust_code=_trusted(p.run, ck)))
         shape = tuple(report.input_shape)
         path = export_onnx(slim, p.run.dir / "model.onnx", shape)
         try:
@@ -184,7 +184,7 @@ def finish_run(run: Run, root: str | os.PathLike, *, latency_repeats: tuple[int,
     rows = read_metrics(d)
     best = select_best(rows)
     ckpt_name, ckpt = _checkpoint_of_epoch(d, best["epoch"], log, read_checkpoint)
-    masked = load(ckpt, trust_code=_spec_names(run.model, ckpt))
+    masked = load(ckpt, trust_code=_trusted(run, ckpt))
     slim, report = compile(masked)
     shape = tuple(report.input_shape)
     onnx_path = export_onnx(slim, d / "model.onnx", shape)
@@ -244,7 +244,10 @@ def machine(device: str) -> dict[str, Any]:
             "onnxruntime": onnxruntime.__version__, "device": device}
 
 
-def _spec_names(model: str, ckpt: dict) -> bool:
-    """The spec the user wrote names the checkpoint's model source itself: rebuilding it runs
-    only code the user asked to run (as when ``mcgraph train`` is given the source again)."""
-    return same_source(model, ckpt["description"].get("model"))
+def _trusted(run: Run, ckpt: dict) -> bool:
+    """The spec the user wrote names the checkpoint's model source itself, or sets trust_code
+    for the run: rebuilding it runs only code the user asked to run (as when ``mcgraph train``
+    is given the source again)."""
+    cfg = run.dir / "config.json"
+    said = cfg.is_file() and bool(json.loads(cfg.read_text()).get("trust_code"))
+    return said or same_source(run.model, ckpt["description"].get("model"))
