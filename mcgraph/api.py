@@ -37,9 +37,12 @@ def count_params(model: nn.Module, masks: bool = False) -> int:
 def description(model: fx.GraphModule) -> dict[str, Any]:
     """The plain description a checkpoint stores (see :func:`save`): how to rebuild the model,
     and its connectivity read from the DAG the graph carries."""
-    meta = model.meta.get(META)
+    meta = getattr(model, "meta", {}).get(META)
     if not isinstance(meta, dict) or "rewrite" not in meta:
         raise McGraphError("save", "the model was not produced by mcgraph.rewrite")
+    if not mask_modules(model):     # its state dict is not the masked model's: it would not load
+        raise McGraphError("save", "the model has no masks (it was compiled); save the masked "
+                                   "model, or export the compiled one with export_onnx")
     dag = dag_of(model)
     masks = {b: {k: v for k, v in dag.entry(b).items() if k != "module"} for b in dag.blocks()}
     return {**meta["rewrite"], "masks": masks}

@@ -11,8 +11,11 @@ anyway, so activation memory stays linear in depth (the op: mcgraph.masked_sum).
 """
 from __future__ import annotations
 
+import operator
+import warnings
 from typing import Iterable, Literal, Sequence, get_args
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -73,6 +76,8 @@ class KHotMask(nn.Module):
         if grad not in GRADS:
             raise ValueError(f"{name}: unknown grad '{grad}', expected one of {GRADS}")
         self.target, self.rows, self.grad = target, rows, grad
+        self.prev = n - 1 if prev is None else int(prev)   # the original input (fallback_order)
+        self._warned_zero = False                          # see _zero_rows (once per mask)
         self.fan_in = min(int(fan_in), n)   # fewer candidates than K: take them all
         self.seed, self.index = int(seed), int(index)
         self.grad_samples: int | None = None    # see set_grad_samples (not checkpointed)
@@ -144,10 +149,51 @@ class KHotMask(nn.Module):
         return self._m2() + over if bool(over.any()) else self._m2()
 
     def topk_rows(self) -> torch.Tensor:
-        """(rows, K): top-K of each row by :meth:`rank_key`, sorted; only exactly equal keys
-        fall back to the lower index."""
-        order = torch.sort(self.rank_key(), dim=1, descending=True, stable=True).indices
+        """(rows, K): top-K of each row by :meth:`rank_key`, sorted; exactly equal keys fall
+        back to the lower index, except in a row whose m~ is all 0 (:meth:`fallback_order`)."""
+        key, zero = self.rank_key(), self._zero_rows()
+        if not bool(zero.any()):
+            order = torch.sort(key, dim=1, descending=True, stable=True).indices
+        else:   # rank in preference order, so that equal keys keep that order
+            n = self.num_candidates
+            pref = torch.where(zero[:, None], self.fallback_order(),
+                               torch.arange(n).expand(self.rows, n))
+            idx = torch.sort(key.gather(1, pref), dim=1, descending=True, stable=True).indices
+            order = pref.gather(1, idx)
         return torch.sort(order[:, : self.fan_in], dim=1).values
+
+    def fallback_order(self) -> torch.Tensor:
+        """(rows, n): how a row whose m~ is all 0 breaks ties: the original wiring first. One
+        row: the original input (``prev``), then the nearest earlier candidates. A square mask
+        (branch level, row i is stream i): row i's own branch i, then i+1, ... cyclically."""
+        n = self.num_candidates
+        if self.rows == n and self.rows > 1:
+            return (torch.arange(n)[None, :] + torch.arange(n)[:, None]) % n
+        rest = [k for k in range(n - 1, -1, -1) if k != self.prev]
+        return torch.tensor([self.prev] + rest).expand(self.rows, n)
+
+    def _zero_rows(self) -> torch.Tensor:
+        """(rows,) bool: rows whose m~ is all 0 (the 'box' clip after a gradient that pushed
+        every entry down, e.g. ``mask_grad='raw'``). Warns once per mask: such a row samples
+        uniformly, and eval and freeze fall back to :meth:`fallback_order` where keys tie."""
+        zero = self._m2().amax(dim=1) <= 0
+        if not self._warned_zero and bool(zero.any()):
+            self._warned_zero = True
+            idx = torch.nonzero(zero).flatten().tolist()
+            which = f"row {idx[0]}" if len(idx) == 1 else f"rows {idx}"
+            warnings.warn(
+                f"KHotMask: {self.target}: every m~ of {which} is 0 (the gradient pushed the "
+                f"whole row out, e.g. mask_grad='raw' with the 'box' clip): sampling is uniform "
+                f"over its candidates, and eval and freeze rank it by the clip's overflow, then "
+                f"prefer the original input ({self._fallback_text()}), not the lowest indices "
+                f"(the 'simplex' constraint and centered gradients keep rows off 0)", stacklevel=3)
+        return zero
+
+    def _fallback_text(self) -> str:
+        if self.rows == self.num_candidates and self.rows > 1:
+            return "row i: branch i"
+        names = getattr(self, "candidates", None)
+        return f"candidate {names[self.prev] if names else self.prev}, then the nearest earlier"
 
     def sample_rows(self) -> torch.Tensor:
         """(rows, K): K distinct candidates per row, drawn with probability proportional to m~.
@@ -155,6 +201,8 @@ class KHotMask(nn.Module):
         Gumbel-top-k: top-K of log m~ + Gumbel noise. Zero entries get log(1e-12), so they are
         only drawn when fewer than K entries are positive (the all-zero guard)."""
         g = torch.Generator().manual_seed(_stream_seed(self.seed, self.index, self._step_h))
+        if not self._warned_zero:
+            self._zero_rows()                  # warns (once) about rows pushed out entirely
         logits = torch.log(self._m2().clamp_min(1e-12))
         u = torch.rand(logits.shape, generator=g).clamp_(1e-20, 1.0 - 1e-7)
         keys = logits - torch.log(-torch.log(u))
@@ -186,19 +234,18 @@ class KHotMask(nn.Module):
     @torch.no_grad()
     def freeze(self, chosen: Iterable | None = None) -> None:
         """Fix the binary mask (default: top-K of m~); m~ stops receiving gradients. ``chosen``:
-        candidate indices (one row) or one list of indices per row."""
-        if chosen is None:
-            rows = [r.tolist() for r in self.topk_rows()]
-        else:
-            chosen = [list(c) if not isinstance(c, int) else c for c in chosen]
-            rows = chosen if chosen and isinstance(chosen[0], list) else [chosen]
+        candidate indices (one row) or one list of indices per row, as lists, 1-D / 2-D integer
+        tensors or arrays, or a K-hot bool tensor / array shaped like ``mask``."""
+        rows = ([r.tolist() for r in self.topk_rows()] if chosen is None
+                else self._index_rows(chosen))
         if len(rows) != self.rows:
             raise ValueError(f"{type(self).__name__}: {self.target} needs {self.rows} rows of "
                              f"indices, got {len(rows)}")
         hot = torch.zeros(self.rows, self.num_candidates, dtype=torch.bool)
         for i, r in enumerate(rows):
-            r = sorted(set(int(k) for k in r))
-            if len(r) != self.fan_in or not all(0 <= k < self.num_candidates for k in r):
+            r = sorted(r)
+            if len(set(r)) != self.fan_in or len(r) != self.fan_in or not all(
+                    0 <= k < self.num_candidates for k in r):
                 raise ValueError(f"{type(self).__name__}: {self.target} row {i} needs {self.fan_in} "
                                  f"distinct indices in 0..{self.num_candidates - 1}, got {r}")
             hot[i, r] = True
@@ -206,6 +253,34 @@ class KHotMask(nn.Module):
         self.frozen.fill_(True)
         self._frozen_h, self._chosen_h = True, hot
         self.mask.requires_grad_(False)
+
+    def _index_rows(self, chosen: Iterable) -> list[list[int]]:
+        """``chosen`` as one list of ints per row (see :meth:`freeze`); ValueError if it is not
+        indices (floats, 0-D or 3-D and more, a K-hot value with the wrong count)."""
+        name = f"{type(self).__name__}: {self.target}"
+        if isinstance(chosen, np.ndarray):
+            chosen = torch.from_numpy(chosen)
+        if isinstance(chosen, torch.Tensor):
+            t = chosen.detach().cpu()
+            if t.dim() not in (1, 2):
+                raise ValueError(f"{name}: indices must be 1-D or 2-D, got {t.dim()}-D")
+            if t.dtype == torch.bool:               # a K-hot value, like the ``chosen`` buffer
+                t = t.view(-1, t.shape[-1])
+                if t.shape[1] != self.num_candidates or bool((t.sum(1) != self.fan_in).any()):
+                    raise ValueError(f"{name}: a K-hot value needs {self.fan_in} ones in each row "
+                                     f"of {self.num_candidates}, got shape {tuple(chosen.shape)} "
+                                     f"with {t.sum(1).tolist()} ones")
+                return [torch.nonzero(r).flatten().tolist() for r in t]
+            if t.dtype.is_floating_point or t.dtype.is_complex:
+                raise ValueError(f"{name}: indices must be integers, got {t.dtype}")
+            return t.tolist() if t.dim() == 2 else [t.tolist()]
+        items = list(chosen)
+        if items and (isinstance(items[0], (list, tuple)) or getattr(items[0], "ndim", 0) > 0):
+            return [self._index_rows(r)[0] for r in items]         # one sequence per row
+        try:
+            return [[operator.index(k) for k in items]]
+        except TypeError:
+            raise ValueError(f"{name}: indices must be integers, got {items}") from None
 
     def extra_repr(self) -> str:
         return (f"target={self.target}, rows={self.rows}, candidates={self.num_candidates}, "

@@ -154,3 +154,38 @@ def test_auto_level_needs_one_cardinality():
     assert mcgraph.dag_of(mcgraph.rewrite(Mixed(), 1, "prev", example_input=x)).level == "module"
     with pytest.raises(mcgraph.McGraphError, match="blocks have different cardinalities"):
         mcgraph.rewrite(Mixed(), 1, "full", example_input=x, level="branch")
+
+
+def test_full_k_equals_c_running_statistics():
+    """K=C 'full' computes the original block's batch statistics, but BatchNorms that run over
+    the C streams folded into the batch (BN3, and the projection shortcut's BN after the first
+    block) count C*M values per channel instead of M = N*H*W: running_mean is the same, the
+    unbiased variance in running_var is the original's times C(M-1)/(CM-1) (DESIGN §7)."""
+    torch.manual_seed(0)
+    model = mcgraph.create_model("resnext29_4x16d")
+    c = model.layer1[0].conv2.groups
+    gm = mcgraph.rewrite(model, fan_in=c, init="full", example_input=rand(1, 3, 16, 16))
+    counts = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: counts.__setitem__(
+        name, i[0].numel() // i[0].shape[1])) for name, m in model.named_modules()
+        if isinstance(m, nn.BatchNorm2d)]
+    x = rand(4, 3, 16, 16, seed=3)
+    model.train(), gm.train()
+    with torch.no_grad():
+        assert_same_outputs(model(x), gm(x), rel=1e-4)       # batch statistics: the same
+    for h in hooks:
+        h.remove()
+    folded = 0
+    for name, bn in gm.named_modules():
+        if not isinstance(bn, nn.BatchNorm2d):
+            continue
+        ref, mom = model.get_submodule(name), bn.momentum
+        assert torch.allclose(bn.running_mean, ref.running_mean, atol=1e-6), name
+        ratio = (bn.running_var - (1 - mom)) / (ref.running_var - (1 - mom))   # from var = 1
+        m = counts[name]
+        streams = name.endswith("bn3") or (name.endswith("downsample.1")
+                                           and not name.startswith("layer1.0."))
+        want = c * (m - 1) / (c * m - 1) if streams else 1.0
+        folded += streams
+        assert torch.allclose(ratio, torch.full_like(ratio, want), atol=2e-5), (name, m, want)
+    assert folded == 9 + 2                       # every BN3, and stage 2 and 3's shortcut BNs

@@ -79,3 +79,12 @@ def test_version_1_with_a_changed_adapter_is_refused(tmp_path):
                                            r"maxpool -> layer4.1 subsampled by \[5, 5\]; this "
                                            r"version subsamples by \[8, 8\]"):
         mcgraph.load(path)
+
+
+def test_saving_a_compiled_model_is_refused_in_one_line(tmp_path, masked_resnet20):
+    slim, _ = mcgraph.compile(masked_resnet20(fan_in=1))
+    with pytest.raises(McGraphError) as e:
+        mcgraph.save(slim, tmp_path / "slim.pt")
+    assert str(e.value) == ("save: the model has no masks (it was compiled); save the masked "
+                            "model, or export the compiled one with export_onnx")
+    assert not list(tmp_path.iterdir())                      # nothing written

@@ -34,10 +34,11 @@ def test_sample_without_replacement_and_all_zero_guard():
     mc = _mc(n=5, k=3)
     with torch.no_grad():
         mc.mask.zero_()
-    for step in range(50):
-        mc.set_step(step)
-        s = mc.sample()
-        assert len(set(s.tolist())) == 3                     # K distinct even with m~ = 0
+    with pytest.warns(UserWarning, match="every m~ of row 0 is 0"):
+        for step in range(50):
+            mc.set_step(step)
+            s = mc.sample()
+            assert len(set(s.tolist())) == 3                 # K distinct even with m~ = 0
 
 
 def test_sampling_is_seeded_by_seed_and_step():
@@ -258,3 +259,95 @@ def test_project_rows_matches_a_sorted_reference():
     for r in range(6):
         tau = (v[r] - x[r])[(x[r] > 1e-6) & (x[r] < 1 - 1e-6)]
         assert tau.numel() == 0 or float(tau.max() - tau.min()) < 1e-5
+
+
+# ------------------------------------------------------------------ a row pushed out entirely
+def _prev_mc(n=4, k=1, prev=1):
+    return MaskConnect("layer9.9", [f"c{i}" for i in range(n)], [(1, 1)] * n, [8] * n, 8,
+                       fan_in=k, init="uniform", prev=prev, grad="raw")
+
+
+@pytest.mark.parametrize("k,want", [(1, [1]), (2, [1, 3])])
+def test_a_row_pushed_to_zero_warns_once_and_falls_back_to_the_original_input(k, want):
+    import warnings
+    mc = _prev_mc(k=k)
+    _push(mc, [[1.0, 1.0, 1.0, 1.0]] * 3, "box")            # raw, equal pushes: every m~ at 0
+    assert mc.mask.detach().tolist() == [0.0] * 4
+    mc.eval()
+    with pytest.warns(UserWarning, match=r"KHotMask: layer9.9: every m~ of row 0 is 0.*"
+                                         r"sampling is uniform.*original input"):
+        got = mc.selected().tolist()
+    assert got == want                        # prev first, then the nearest earlier candidates
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")        # once per mask
+        assert mc.selected().tolist() == want
+        mc.train()
+        assert len(mc.sample()) == k
+        mc.freeze()
+    assert mc.selected().tolist() == want
+
+
+def test_a_row_at_zero_still_ranks_by_the_push_when_it_differs():
+    mc = _prev_mc(k=1, prev=3)
+    _push(mc, [[1.0, 0.5, 2.0, 1.0]] * 3, "box")            # all at 0, pushed unequally
+    with pytest.warns(UserWarning, match="layer9.9"):
+        assert mc.topk().tolist() == [1]                     # least pushed, not prev
+
+
+def test_sampling_warns_about_a_zero_row():
+    mc = _prev_mc(k=1)
+    with torch.no_grad():
+        mc.mask.zero_()
+    mc.train()
+    with pytest.warns(UserWarning, match="layer9.9: every m~ of row 0 is 0"):
+        mc.sample()
+
+
+def test_square_zero_rows_fall_back_to_their_own_branch():
+    from mcgraph.masks import KHotMask
+    mask = KHotMask("layer2.1", (3, 3), fan_in=1)
+    with torch.no_grad():
+        mask.mask[1].zero_()
+        mask.mask[0].copy_(torch.tensor([0.2, 0.1, 0.9]))
+        mask.mask[2].zero_()
+    with pytest.warns(UserWarning, match=r"layer2.1: every m~ of rows \[1, 2\] is 0"):
+        assert mask.topk_rows().tolist() == [[2], [1], [2]]
+
+
+# ------------------------------------------------------------------ freeze with tensors / arrays
+def test_freeze_accepts_tensors_and_arrays_of_indices():
+    import numpy as np
+    from mcgraph.masks import KHotMask
+    for chosen in (torch.tensor([3, 1]), np.array([1, 3]), [np.int64(1), np.int64(3)],
+                   [torch.tensor(1), torch.tensor(3)], [np.array([1, 3])], (1, 3),
+                   torch.tensor([[1, 3]]), np.array([[3, 1]], dtype=np.int32)):
+        mc = _mc(n=4, k=2)
+        mc.freeze(chosen)
+        assert mc.selected().tolist() == [1, 3], chosen
+    square = KHotMask("b", (3, 3), fan_in=1)
+    square.freeze(torch.tensor([[2], [0], [1]]))
+    assert square.selected_rows().tolist() == [[2], [0], [1]]
+    other = KHotMask("b", (3, 3), fan_in=1)
+    other.freeze(square.chosen)                     # a K-hot bool tensor of the mask's shape
+    assert torch.equal(other.chosen, square.chosen)
+    other.freeze(np.array([[1], [1], [0]]))
+    assert other.selected_rows().tolist() == [[1], [1], [0]]
+
+
+@pytest.mark.parametrize("bad,match", [
+    (torch.tensor([1, 1]), r"row 0 needs 2 distinct indices in 0..3, got \[1, 1\]"),
+    (torch.tensor([1, 4]), r"needs 2 distinct indices in 0..3, got \[1, 4\]"),
+    (torch.tensor([-1, 2]), r"got \[-1, 2\]"),
+    (torch.tensor([2]), r"needs 2 distinct indices"),
+    ([1, 1], r"needs 2 distinct indices"),
+    (torch.tensor([[1, 2], [0, 3]]), r"needs 1 rows of indices, got 2"),
+    (torch.tensor([0.0, 2.0]), r"indices must be integers, got torch.float32"),
+    (torch.tensor(2), r"indices must be 1-D or 2-D, got 0-D"),
+    ([1.0, 2.0], r"indices must be integers, got \[1.0, 2.0\]"),
+    (torch.zeros(4, dtype=torch.bool), r"K-hot"),
+])
+def test_freeze_validates_tensors(bad, match):
+    mc = _mc(n=4, k=2)
+    with pytest.raises(ValueError, match=match):
+        mc.freeze(bad)
+    assert not mc.is_frozen

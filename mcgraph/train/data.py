@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import McGraphError
+from ..errors import McGraphError, first_line
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "synthetic")  # plus "imagefolder:DIR"
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -123,15 +123,21 @@ def _fmnist_dir(data_dir: str | None) -> Path:
         return Path(FASHION_MNIST_DIR)
     cache = Path(CACHE_DIR) / "FashionMNIST" / "raw"
     if not complete(cache):
+        why = ""
         try:
             import torchvision
             for train in (True, False):
                 torchvision.datasets.FashionMNIST(root=str(CACHE_DIR), train=train, download=True)
-        except Exception:  # offline, no torchvision, mirror down: all mean "install the package"
-            pass
+        # what "not available here" raises: no torchvision (ImportError), offline or a mirror
+        # down (URLError, socket and SSL errors: OSError), torchvision's "Error downloading" or
+        # a failed checksum (RuntimeError), a truncated archive (EOFError); anything else is a
+        # bug and surfaces
+        except (ImportError, OSError, RuntimeError, EOFError) as e:
+            why = (f" and could not download it to {CACHE_DIR} "
+                   f"({type(e).__name__}: {first_line(e)})")
         if not complete(cache):
-            raise McGraphError("data", f"fashion-mnist: files not found in {FASHION_MNIST_DIR}; "
-                                       f"{_INSTALL_FMNIST}", "data_dir")
+            raise McGraphError("data", f"fashion-mnist: files not found in {FASHION_MNIST_DIR}"
+                                       f"{why}; {_INSTALL_FMNIST}", "data_dir")
     return cache
 
 

@@ -1,6 +1,7 @@
 """ONNX under onnxruntime reproduces the compiled model; pruning shows in the ONNX graph."""
 import onnx
 import pytest
+import torch
 
 import mcgraph
 from helpers import adapter_weights, assert_same_outputs, eval_outputs, rand
@@ -58,3 +59,52 @@ def test_refuses_masked_models_and_missing_dirs(tmp_path):
         export_onnx(gm, tmp_path / "m.onnx", (3, 16, 16))
     with pytest.raises(McGraphError, match="does not exist"):
         export_onnx(gm, tmp_path / "nope" / "m.onnx", (3, 16, 16))
+
+
+class _RaisesInForward(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        raise RuntimeError("boom: this model cannot be traced")
+
+
+class _NoOnnxFunction(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        y = self.conv(x)[..., :2, :2]
+        return torch.linalg.eigvals(y).real.flatten(1)      # aten.linalg_eig has no ONNX function
+
+
+@pytest.mark.parametrize("model,reason", [
+    (_RaisesInForward(), r"_RaisesInForward did not export \(torch\.export\): RuntimeError: "
+                         r"boom: this model cannot be traced$"),
+    (_NoOnnxFunction(), r"_NoOnnxFunction did not export \(conversion to ONNX\): DispatchError: "
+                        r"No ONNX function found for .*linalg_eig"),
+])
+def test_a_failed_export_says_why_in_one_line(tmp_path, model, reason):
+    with pytest.raises(McGraphError, match=r"^export_onnx: " + reason) as e:
+        export_onnx(model, tmp_path / "m.onnx", (1, 8, 8))
+    msg = str(e.value)
+    assert "\n" not in msg and "\x1b" not in msg             # one line, no terminal colours
+    assert not list(tmp_path.iterdir())                      # nothing left behind
+
+
+def test_a_failed_export_with_an_uninformative_error_reads_the_exporter_log(tmp_path, monkeypatch):
+    import sys
+
+    def export(*a, **k):
+        print("Exporting the model...", file=sys.stdout)
+        print("W1130 torch/onnx: some warning\nonnxscript.errors.TranslationError: "
+              "unsupported dtype complex64 in node 'eig'\n  more detail", file=sys.stderr)
+        raise RuntimeError()                                  # no message of its own
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    with pytest.raises(McGraphError, match=r"^export_onnx: _RaisesInForward did not export: "
+                                           r"onnxscript.errors.TranslationError: unsupported dtype "
+                                           r"complex64 in node 'eig'$"):
+        export_onnx(_RaisesInForward(), tmp_path / "m.onnx", (1, 8, 8))

@@ -149,6 +149,53 @@ def test_fashion_mnist_absent_everywhere_says_what_to_install(tmp_path, monkeypa
         load_data("fashion-mnist")
 
 
+def _no_local_fmnist(tmp_path, monkeypatch, download):
+    import torchvision
+
+    import mcgraph.train.data as data_mod
+    monkeypatch.setattr(data_mod, "FASHION_MNIST_DIR", str(tmp_path / "none"))
+    monkeypatch.setattr(data_mod, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", download)
+
+
+@pytest.mark.parametrize("error", [
+    __import__("urllib.error").error.URLError("[Errno -3] Temporary failure in name resolution"),
+    OSError(101, "Network is unreachable"),
+    RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://..."),
+])
+def test_fashion_mnist_offline_download_says_why_and_how(tmp_path, monkeypatch, error):
+    def download(*a, **k):
+        raise error
+
+    _no_local_fmnist(tmp_path, monkeypatch, download)
+    with pytest.raises(McGraphError) as e:
+        load_data("fashion-mnist")
+    msg = str(e.value)
+    assert "\n" not in msg
+    reason = str(error).splitlines()[0]
+    assert f"could not download it to {tmp_path / 'cache'} ({type(error).__name__}: " in msg
+    assert reason in msg
+    assert "apt-get install dataset-fashion-mnist" in msg and "data_dir" in msg
+
+
+def test_fashion_mnist_without_torchvision_says_so(tmp_path, monkeypatch):
+    import sys
+    _no_local_fmnist(tmp_path, monkeypatch, None)
+    monkeypatch.setitem(sys.modules, "torchvision", None)      # import torchvision fails
+    with pytest.raises(McGraphError, match=r"could not download it .*ModuleNotFoundError: .*"
+                                           r"torchvision.*apt-get install dataset-fashion-mnist"):
+        load_data("fashion-mnist")
+
+
+def test_fashion_mnist_download_bugs_are_not_swallowed(tmp_path, monkeypatch):
+    def download(*a, **k):
+        raise TypeError("FashionMNIST.__init__() got an unexpected keyword argument 'root'")
+
+    _no_local_fmnist(tmp_path, monkeypatch, download)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        load_data("fashion-mnist")
+
+
 @pytest.mark.skipif(not REAL_FMNIST.exists(), reason="dataset-fashion-mnist not installed")
 def test_real_fashion_mnist():
     data = load_data("fashion-mnist")
