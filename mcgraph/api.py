@@ -17,7 +17,7 @@ from torch import fx, nn
 
 from .checkpoint import VERSION, read_checkpoint, write_checkpoint
 from .config import RewriteConfig, default
-from .errors import McGraphError, first_line
+from .errors import McGraphError, state_dict_error
 from .ir import META, carried_dag, dag_of
 from .masks import mask_modules
 from .passes import (ConvAdapters, DiscoverBlocks, EliminateDead, FindModules, Freeze, FuseBranches, InsertMasks,
@@ -265,7 +265,8 @@ def load(path: str | os.PathLike | dict[str, Any], model: nn.Module | None = Non
             _check_v1_adapters(gm, d, path if not isinstance(path, dict) else "the checkpoint")
         gm.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
-        raise McGraphError(where, f"checkpoint does not describe a loadable model: {first_line(e)}") from None
+        raise McGraphError(where, "checkpoint does not describe a loadable model: "
+                                  f"{state_dict_error(e)}") from None
     for m in mask_modules(gm):
         if m.is_frozen:
             m.mask.requires_grad_(False)

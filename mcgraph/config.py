@@ -88,8 +88,9 @@ class RewriteConfig:
     def __post_init__(self) -> None:
         validate_literals(self, "rewrite")
         check(self.fan_in >= 1, "rewrite", "fan_in", f"(K) must be >= 1, got {self.fan_in}")
-        check(all(v is None or v >= 1 for v in (self.num_classes, self.in_channels)), "rewrite",
-              "num_classes", "and in_channels must be >= 1")
+        for name in ("num_classes", "in_channels"):
+            v = getattr(self, name)
+            check(v is None or v >= 1, "rewrite", name, f"must be >= 1, got {v}")
         object.__setattr__(self, "model_args", model_args_tuple(self.model_args, "rewrite"))
 
 

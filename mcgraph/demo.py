@@ -25,10 +25,12 @@ from . import deploy
 from .api import compile, load
 from .config import check, validate_literals
 from .device import DeviceName
+from .errors import McGraphError
 from .ir import dag_of
 from .jobs import verify_onnx
 from .masks import Constraint, Init
 from .passes import export_onnx
+from .sources import parse_source
 from .train.config import TrainConfig
 
 
@@ -65,28 +67,51 @@ class DemoConfig:
         validate_literals(self, "demo")
         for name in ("epochs", "batch_size", "fan_in", "search_epochs"):
             check(getattr(self, name) >= 1, "demo", name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("search_samples", "max_train_samples"):   # named here, not as train's
+            v = getattr(self, name)
+            check(v is None or v >= 1, "demo", name, f"must be >= 1, got {v}")
+        self.first_train_config()          # the rest as training checks it, before any output
+
+    def recipe(self) -> dict[str, Any]:
+        """The TrainConfig fields both trainings share."""
+        return dict(model=self.model, data=self.data, data_dir=self.data_dir, fan_in=self.fan_in,
+                    epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device,
+                    seed=self.seed, max_train_samples=self.max_train_samples,
+                    progress=self.progress, augment=self.augment)
+
+    def first_train_config(self) -> TrainConfig:
+        """The first training: the connectivity search (``retrain``) or the only run."""
+        out = Path(self.out) / ("search" if self.retrain else "train")
+        budget = (dict(epochs=self.search_epochs, max_train_samples=self.search_samples)
+                  if self.retrain else {})
+        try:
+            return TrainConfig(out=str(out), init=self.init, mask_lr=self.mask_lr,
+                               mask_constraint=self.mask_constraint, freeze_at=self.freeze_at,
+                               **{**self.recipe(), **budget})
+        except McGraphError as e:
+            raise McGraphError("demo", e.message, e.option) from None
 
 
 def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
     from .evaluate import evaluate_path
     from .plot import plot_connectivity
+    from .train.data import load_data
     from .train.loop import train
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise McGraphError("demo", f"out {out} is not a directory", "out")
+    if not (cfg.model.endswith(".pt") or Path(cfg.model).is_file()):
+        parse_source(cfg.model)            # an unknown model or data set: one line, nothing written
+    load_data(cfg.data, cfg.data_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps = 5 if cfg.retrain else 4
     log(f"[1/{steps}] rewrite {cfg.model} (K={cfg.fan_in}) and train weights + connectivity on {cfg.data}")
-    recipe = dict(model=cfg.model, data=cfg.data, data_dir=cfg.data_dir, fan_in=cfg.fan_in,
-                  epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, device=cfg.device,
-                  seed=cfg.seed, max_train_samples=cfg.max_train_samples, progress=cfg.progress,
-                  augment=cfg.augment)
-    search = out / ("search" if cfg.retrain else "train")
-    budget = (dict(epochs=cfg.search_epochs, max_train_samples=cfg.search_samples)
-              if cfg.retrain else {})
-    res = train(TrainConfig(out=str(search), init=cfg.init, mask_lr=cfg.mask_lr,
-                            mask_constraint=cfg.mask_constraint, freeze_at=cfg.freeze_at,
-                            **{**recipe, **budget}))
+    recipe = cfg.recipe()
+    first = cfg.first_train_config()
+    search = Path(first.out)
+    res = train(first)
     search_acc = res.best_acc
     if cfg.retrain:
         # Table 1: the learned chain retrained from fresh weights beat the jointly trained one

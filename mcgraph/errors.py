@@ -23,3 +23,15 @@ class Interrupted(McGraphError):
 def first_line(e: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (library tracebacks are long), for one-line errors."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
+def state_dict_error(e: BaseException, limit: int = 240) -> str:
+    """What ``load_state_dict`` objected to, in one line: its first specific line ("size mismatch
+    for conv1.weight: ...", "Missing key(s) ...") rather than its header ("Error(s) in loading
+    state_dict for X:"), and how many more there are."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    detail = [ln for ln in lines if not ln.startswith("Error(s) in loading state_dict")]
+    if not detail:
+        return first_line(e, limit)
+    more = f" (and {len(detail) - 1} more)" if len(detail) > 1 else ""
+    return detail[0][:limit] + more

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 
 from . import deploy, precision
@@ -46,6 +47,10 @@ def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
     out = check_out_path(cfg.out, "compile")
     if cfg.report:
         check_out_path(cfg.report, "compile")
+    newest = onnx.defs.onnx_opset_version()
+    if cfg.opset > newest:   # the exporter would silently write opset 18 instead
+        raise McGraphError("compile", f"opset must be at most {newest} (the newest this onnx "
+                                      f"package knows), got {cfg.opset}", "opset")
     t0 = time.perf_counter()
     masked = load(cfg.checkpoint, trust_code=cfg.trust_code)
     shape = masked.meta["mcgraph"]["rewrite"]["input_shape"]
@@ -76,6 +81,9 @@ def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
                                     f"(float16 arithmetic) on {sum(cfg.batch_sizes)} "
                                     f"{'test' if data else 'random'} images")
         report.opset, report.onnx_ops = deploy.opset(staged), deploy.op_counts(staged)
+        if deploy.opset(fp32) != cfg.opset:
+            raise McGraphError("compile", f"asked for opset {cfg.opset}, the exporter wrote "
+                                          f"{deploy.opset(fp32)}", "opset")
         if data is not None:
             models = {"fp32": fp32, cfg.precision: staged}    # at fp32: one entry, one file
             ev = precision.top1_on_test_split(models, data, cfg.eval_images)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import McGraphError
+from .errors import McGraphError, state_dict_error
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,12 @@ def _load_weights(model: nn.Module, path: Path, name: str) -> None:
         raise McGraphError("create_model", f"{path} is not a loadable state_dict ({type(e).__name__})")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise McGraphError("create_model", f"{path} holds a {type(state).__name__}, not a state_dict")
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise McGraphError("create_model", f"{path} does not fit {name}: {first}")
+    except (RuntimeError, TypeError) as e:
+        raise McGraphError("create_model", f"{path} does not fit {name}: {state_dict_error(e)}")
 
 
 # ---------------------------------------------------------------- CIFAR ResNet (He et al. 2016, 4.2)

@@ -267,7 +267,7 @@ def _import_file(path: str) -> ModuleType:
         spec.loader.exec_module(module)
     except BaseException as e:
         sys.modules.pop(name, None)
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        if isinstance(e, KeyboardInterrupt):    # a user's sys.exit() at import is a failure
             raise
         raise McGraphError(WHERE, f"importing {path} failed: {type(e).__name__}: {first_line(e)}") from None
     return module
@@ -278,7 +278,7 @@ def _import_module(name: str) -> ModuleType:
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
         raise McGraphError(WHERE, f"cannot import module '{name}' ({first_line(e)})") from None
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise McGraphError(WHERE, f"importing module '{name}' failed: {type(e).__name__}: "
                                   f"{first_line(e)}") from None
 
@@ -306,7 +306,7 @@ def _call(make: Callable[[], Any], src: ModelSource, what: str) -> Any:
         return make()
     except McGraphError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:       # a factory's sys.exit() too: one line, no exit
         raise McGraphError(WHERE, f"{src.spec}: {what}({_fmt_args(src.args)}) raised "
                                   f"{type(e).__name__}: {first_line(e)}") from None
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..errors import Interrupted, McGraphError
+from ..errors import Interrupted, McGraphError, first_line
 
 
 def cli_message(e: McGraphError) -> str:
@@ -38,6 +38,21 @@ class _Group(click.Group):
         except (OSError, MemoryError) as e:
             click.echo(f"error: {type(e).__name__}: {e}", err=True)
             sys.exit(1)
+        except RuntimeError as e:          # torch's allocators fail with a RuntimeError
+            why = _out_of_memory(e)
+            if why is None:
+                raise
+            click.echo(f"error: out of memory: {why}", err=True)
+            sys.exit(1)
+
+
+def _out_of_memory(e: RuntimeError) -> str | None:
+    """The reason of an allocation failure (CPU or CUDA), else None."""
+    text = first_line(e, 300)
+    for mark in ("can't allocate memory: ", "out of memory. "):
+        if mark in text:
+            return text.split(mark, 1)[1]
+    return text if "out of memory" in text.lower() else None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

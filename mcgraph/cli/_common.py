@@ -10,7 +10,10 @@ from ..errors import McGraphError
 from ..sources import parse_model_args
 
 
-def parse_size(value: str | None) -> tuple[int, int] | None:
+MAX_SIDE = 16384
+
+
+def parse_size(value: str | None, hint: str = "'--input-size'") -> tuple[int, int] | None:
     if value is None:
         return None
     parts = value.lower().split("x")
@@ -22,9 +25,13 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
         else:
             raise ValueError
     except ValueError:
-        raise click.BadParameter(f"expected HxW like 32x32, got '{value}'") from None
+        raise click.BadParameter(f"expected HxW like 32x32, got '{value}'",
+                                 param_hint=hint) from None
     if h < 1 or w < 1:
-        raise click.BadParameter(f"sizes must be positive, got '{value}'")
+        raise click.BadParameter(f"sizes must be positive, got '{value}'", param_hint=hint)
+    if max(h, w) > MAX_SIDE:   # tracing would try to allocate the activations: hundreds of GB
+        raise click.BadParameter(f"sizes must be at most {MAX_SIDE} per side, got '{value}'",
+                                 param_hint=hint)
     return h, w
 
 

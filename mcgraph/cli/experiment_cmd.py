@@ -32,6 +32,11 @@ def experiment_cmd(spec, out, seeds, tables, only, render_to, render_only, dry_r
     mcgraph experiment tables.json --render-only --out docs/results/runs --render docs/results.md
     """
     from ..experiment import load_spec, plan, render, run_experiment
+    from ..experiment.render import check_page
+    from ..experiment.spec import check_dir_path
+    check_dir_path(out, "run root")         # every mode: one line now, not after the runs
+    if render_to:
+        check_page(render_to)
     only_list = [c for o in only for c in o.split(",") if c] or None
     table_list = [t for o in tables for t in o.split(",") if t] or None
     if remeasure_latency:

@@ -20,7 +20,7 @@ from ..config import default
 from ..io import atomic_path, write_text_atomic
 from ..train.config import TrainConfig
 from .runner import read_metrics
-from .spec import WHERE, Spec, TableSpec, read_result, run_dir, run_name
+from .spec import WHERE, Spec, TableSpec, check_dir_path, read_result, run_dir, run_name
 
 SMALL_FILES = ("config.json", "metrics.jsonl", "result.json")
 DASH = "—"
@@ -58,7 +58,7 @@ def render(spec: Spec, root: str | os.PathLike, path_md: str | os.PathLike, *,
            seeds: int | None = None) -> Path:
     """Write the markdown page ``path_md`` and its folder ``<stem>/`` (PNGs, copied run files)."""
     spec = spec.with_seeds(seeds)
-    path_md = Path(path_md)
+    path_md = check_page(path_md)
     assets = path_md.parent / path_md.stem
     (assets / "runs").mkdir(parents=True, exist_ok=True)
     copy_runs = (assets / "runs").resolve() != Path(root).resolve()
@@ -79,6 +79,13 @@ def render(spec: Spec, root: str | os.PathLike, path_md: str | os.PathLike, *,
     lines += budget_section(spec, all_runs)
     write_text_atomic(path_md, "\n".join(lines).rstrip() + "\n", WHERE)
     return path_md
+
+
+def check_page(path_md: str | os.PathLike) -> Path:
+    """The page's path, or a one-line error when it or its folder of pictures cannot be written."""
+    p = check_dir_path(path_md, "results page", is_dir=False)
+    check_dir_path(p.parent / p.stem, "the results page's folder")
+    return p
 
 
 def collect(t: TableSpec, root: str | os.PathLike) -> list[Group]:

@@ -25,7 +25,8 @@ from ..errors import McGraphError, first_line
 from ..io import write_text_atomic
 from ..sources import same_source
 from ..train.config import TrainConfig
-from .spec import (WHERE, Run, Spec, load_spec, read_result, resolve_refs, run_dir, runs)
+from .spec import (WHERE, Run, Spec, check_dir_path, load_spec, read_result, resolve_refs, run_dir,
+                   runs)
 
 State = Literal["done", "resume", "new"]
 Log = Callable[[str], None]
@@ -74,7 +75,11 @@ def run_experiment(spec_path: str | os.PathLike, root: str | os.PathLike, *,
     all of them). Ctrl-C (:class:`~mcgraph.errors.Interrupted`)
     propagates with the run's state saved; the next call resumes it."""
     from ..train.loop import train
+    from .render import check_page
 
+    check_dir_path(root, "run root")
+    if render_to:
+        check_page(render_to)              # before the training, not after it
     spec = load_spec(spec_path).with_seeds(seeds)
     results: list[dict[str, Any]] = []
     planned = plan(spec, root, only=only, tables=tables)

@@ -189,6 +189,8 @@ def load_spec(path: str | os.PathLike) -> Spec:
         text = path.read_text()
     except OSError as e:
         raise McGraphError(WHERE, f"cannot read spec {path}: {first_line(e)}") from None
+    except UnicodeDecodeError:
+        raise McGraphError(WHERE, f"{path} is not a text file (a spec is JSON or TOML)") from None
     try:
         if path.suffix == ".toml":
             import tomllib                # Python 3.11+
@@ -204,6 +206,10 @@ def load_spec(path: str | os.PathLike) -> Spec:
 
 
 def parse_spec(obj: Any, path: str = "") -> Spec:
+    extra = sorted(set(obj) - {"tables"}) if isinstance(obj, dict) else []
+    if extra:
+        raise McGraphError(WHERE, f"unknown key(s) {', '.join(map(repr, extra))} at the top of the "
+                                  "spec (allowed: 'tables')")
     if not isinstance(obj, dict) or set(obj) != {"tables"} or not isinstance(obj["tables"], list) \
             or not obj["tables"]:
         raise McGraphError(WHERE, "a spec is an object with one key, 'tables', a non-empty list")
@@ -283,8 +289,8 @@ def _validate_table(t: TableSpec) -> None:
         try:
             TrainConfig(model=t.models[0], seed=t.seeds[0], out="<validate>",
                         **{**t.options(c.name), **dummy})
-        except McGraphError as e:
-            raise McGraphError(WHERE, f"{where}, config {c.name}: {e}", e.option) from None
+        except McGraphError as e:   # the spec's own key names (freeze_at), not the CLI's flags
+            raise McGraphError(WHERE, f"{where}, config {c.name}: {e}") from None
         except (TypeError, ValueError) as e:
             raise McGraphError(WHERE, f"{where}, config {c.name}: {first_line(e)}") from None
     for a, b in t.compare:
@@ -312,3 +318,16 @@ def _unique(items: list, what: str) -> None:
         if x in seen:
             raise McGraphError(WHERE, f"{what} '{x}' appears twice")
         seen.add(x)
+
+
+def check_dir_path(path: str | os.PathLike, what: str, is_dir: bool = True) -> Path:
+    """``path`` as a Path, or a one-line error when it cannot be (or be inside) a directory:
+    it exists as a file (``is_dir``) or as a directory (not ``is_dir``), or an existing
+    ancestor is a file. Checked before hours of training, not after."""
+    p = Path(path)
+    if p.exists() and p.is_dir() != is_dir:
+        raise McGraphError(WHERE, f"{what} {p} is {'not a directory' if is_dir else 'a directory'}")
+    parent = next((a for a in p.parents if a.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise McGraphError(WHERE, f"{what} {p}: {parent} is not a directory")
+    return p
