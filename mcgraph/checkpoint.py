@@ -7,7 +7,8 @@ modules (the network's own grid). Version 1 took the smallest stride that fit th
 still read, and :func:`mcgraph.load` refuses one whose adapters this version would change.
 
 Loads with ``torch.load(path, weights_only=True)``. Writes go to a temp file in the same
-directory, then ``os.replace``: an interrupted write never leaves a half-written checkpoint.
+directory, then ``os.replace``: an interrupted write never leaves a half-written checkpoint, and
+a failed one (a full disk) is one line naming the file and the reason.
 """
 from __future__ import annotations
 
@@ -26,8 +27,33 @@ READABLE = (1, 2)
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path, "save") as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            writer = _Writer(f)
+            try:
+                torch.save(obj, writer)
+            except RuntimeError:
+                if writer.error is not None:    # a full disk: say so, not "unexpected pos"
+                    raise writer.error from None
+                raise
     return Path(path)
+
+
+class _Writer:
+    """The file torch.save writes to, keeping the OSError (ENOSPC, EIO) of a failed write:
+    torch's writer swallows it and raises a RuntimeError that does not say why."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def write_checkpoint(path: str | os.PathLike, description: dict[str, Any],

@@ -232,13 +232,9 @@ CASES = [
     case("train-resume-no-state", "train resnet20 --no-progress --out {F}/resume_notrain --resume",
          "holds no training state"),
     case("train-resume-bad-config", "train resnet20 --no-progress --out {F}/resume_badcfg --resume",
-         ("last.pt", "training state"),
-         xfail="train/loop.py resume_config: ckpt['train']['config'].items() on a list raises "
-               "AttributeError (train/loop.py:94)"),
+         ("last.pt", "training state")),
     case("train-out-is-file", "train resnet20 --data synthetic --epochs 1 --no-progress "
-         "--out {F}/notes.txt", ("--out", "notes.txt", "not a directory"),
-         xfail="Trainer's out.mkdir raises FileExistsError, shown as 'error: FileExistsError: "
-               "[Errno 17] File exists: ...' without the option (train/loop.py:132)"),
+         "--out {F}/notes.txt", ("--out", "notes.txt", "not a directory")),
     *[case(f"train-data-{i}", f"train resnet20 --epochs 1 --no-progress --out run {opts}", reason)
       for i, opts, reason in DATA],
     *[case(f"train-{flag.strip('-').split()[0]}-{tag}", TRAIN.format("resnet20") + f" {flag}", reason)

@@ -45,8 +45,14 @@ C = TrainConfig
 @config_option(C, "amp", "--amp/--no-amp", help="Mixed precision (default: on with CUDA).")
 @config_option(C, "seed", type=int)
 @click.option("--out", default=None, help="Run directory (default runs/<model>).")
-@config_option(C, "resume", is_flag=True, help="Continue from OUT/last.pt.")
+@config_option(C, "resume", is_flag=True, help="Continue from OUT/last.pt with the saved run's "
+               "settings. --lr, --mask-lr and --save-every given with it replace the saved values "
+               "(a notice says so; config.json and the next metrics row record it); --max-steps "
+               "and --device are this call's; any other option given with a value different from "
+               "the saved run's is refused.")
 @config_option(C, "max_steps", type=int, help="Stop after this many steps (state is saved).")
+@config_option(C, "save_every", type=int, help="Also write last.pt every N optimizer steps (a "
+               "killed run loses at most N; default: at epoch ends and on Ctrl-C/SIGTERM).")
 @config_option(C, "val_size", type=int, help="Training images held out to choose best.pt "
                "(default 5,000 for Fashion-MNIST and CIFAR; 0: none, best.pt is the last epoch).")
 @config_option(C, "max_train_samples", type=int, help="Use only the first N training images.")
@@ -56,11 +62,15 @@ def train_cmd(model, out, no_progress, as_json, **options):
     """Train weights and connectivity of MODEL: a masked checkpoint, or a model source (a
     registered name, torchvision:NAME, timm:NAME, path/file.py:factory or package.module:factory)
     rewritten on the fly. A checkpoint (or --resume's last.pt) whose model is a file or module
-    source is rebuilt only with --trust-code, or when MODEL is that source itself."""
+    source is rebuilt only with --trust-code, or when MODEL is that source itself. Ctrl-C or
+    SIGTERM saves last.pt and exits with 130; a second one aborts."""
     from ..train.loop import train
     out = out or os.path.join("runs", _run_name(model))
     cfg = TrainConfig(model=model, out=out, progress=not (no_progress or as_json), **options)
-    res = train(cfg)
+    ctx = click.get_current_context()
+    given = [name for name in options
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    res = train(cfg, given=given)
     summary = {"out": res.out, "epochs_done": res.epochs_done, "steps": res.steps,
                "best_test_acc": res.best_acc, "best_val_acc": res.best_val_acc,
                "best_epoch": res.best_epoch, "last_test_acc": res.last_acc,

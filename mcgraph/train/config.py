@@ -50,6 +50,7 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     max_steps: int | None = None        # stop (and save) after this many optimizer steps in total
+    save_every: int | None = None       # also write last.pt every this many steps (None: epoch ends)
     val_size: int | None = None         # held out from training (None: 5,000 / a tenth; 0: none)
     max_train_samples: int | None = None
     max_test_samples: int | None = None
@@ -75,7 +76,7 @@ class TrainConfig:
               f"must be >= 1, got {self.chain_blocks}")
         check((self.connectivity == "fixed-wiring") == (self.wiring_from is not None), WHERE,
               "wiring_from", "is the checkpoint of connectivity 'fixed-wiring' (and only of it)")
-        for name in ("max_steps", "max_train_samples", "max_test_samples"):
+        for name in ("max_steps", "save_every", "max_train_samples", "max_test_samples"):
             v = getattr(self, name)
             check(v is None or v >= 1, WHERE, name, f"must be >= 1, got {v}")
         check(0.0 <= self.freeze_at <= 1.0, WHERE, "freeze_at",

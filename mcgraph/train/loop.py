@@ -5,32 +5,31 @@
 Writes ``config.json``, ``metrics.jsonl`` (one line per epoch), ``last.pt`` (every epoch and on
 stop) and ``best.pt`` into ``cfg.out``. ``best.pt`` is the epoch with the best accuracy on the
 validation split held out from the training images (``val_size``); without one, the last
-epoch. Test accuracy is logged for curves; no choice reads it. Ctrl-C finishes the current step, saves ``last.pt`` and
-stops; ``resume=True`` continues bit for bit (same batches, same mask draws, same optimizer state).
+epoch. Test accuracy is logged for curves; no choice reads it. Ctrl-C or SIGTERM finishes the
+current step, saves ``last.pt`` and stops (:mod:`.signals`); ``save_every`` also writes it every
+that many steps. ``resume=True`` continues bit for bit (same batches, same mask draws, same
+optimizer state), with new learning rates if given (:mod:`.resume`). A non-finite loss (or
+weights) stops the run naming the step, the loss and the last good checkpoint.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import json
-import math
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import fx, nn
 from tqdm import tqdm
 
 from ..api import load
-from ..checkpoint import read_checkpoint
 from ..device import resolve_device
 from ..errors import Interrupted, McGraphError
-from ..io import write_text_atomic
-from ..sources import same_source
+from ..io import append_text, remove_stale_temps, write_text_atomic
 from ..constraints import constrain_masks_
 from ..masks import (freeze_masks, mask_modules, renormalize_mask_grads_, set_grad_samples,
                      sync_masks_to_host)
@@ -41,9 +40,13 @@ from .data import Data, load_data, make_loader
 from .split import split_validation
 from .metrics import (chosen_changed, chosen_sets, evaluate, freeze_margins, mask_entropy,
                       recalibrate_bn, summarize)
-from .state import save_training, set_rng_state
+from .optim import GROUPS, make_optimizer, make_schedule, set_base_lrs
+from .resume import (Changes, describe_changes, merge_pending, record_changes, resume_config,
+                     trim_metrics)
+from .signals import StopFlag
+from .state import position, save_training, set_rng_state
 
-__all__ = ["Interrupted", "TrainResult", "Trainer", "train"]
+__all__ = ["Interrupted", "StopFlag", "TrainResult", "Trainer", "resume_config", "train"]
 WHERE = "train"
 
 
@@ -61,40 +64,23 @@ class TrainResult:
     best_epoch: int = 0
 
 
-def train(cfg: TrainConfig, data: Data | None = None,
-          model: fx.GraphModule | None = None) -> TrainResult:
+def train(cfg: TrainConfig, data: Data | None = None, model: fx.GraphModule | None = None,
+          given: Iterable[str] = ()) -> TrainResult:
     """Run (or resume) a training job as configured; see the module docstring.
 
     ``data`` and ``model`` (a masked GraphModule, e.g. a user's own network after
-    :func:`mcgraph.rewrite`) replace ``cfg.data`` and ``cfg.model`` when given."""
-    ckpt = None
+    :func:`mcgraph.rewrite`) replace ``cfg.data`` and ``cfg.model`` when given. ``given``: the
+    fields of ``cfg`` its caller set; with ``resume``, ``lr``, ``mask_lr`` and ``save_every``
+    among them replace the saved run's, and others must equal it (:mod:`.resume`)."""
+    ckpt, changes = None, {}
     if cfg.resume:
-        cfg, ckpt = resume_config(cfg)
+        cfg, ckpt, changes = resume_config(cfg, given)
     device = resolve_device(cfg.device, WHERE)
     dist = D.init(device)
     try:
-        return Trainer(cfg, device, dist, data, model, ckpt).run()
+        return Trainer(cfg, device, dist, data, model, ckpt, changes).run()
     finally:
         D.shutdown(dist)
-
-
-def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
-    """The saved run's config (with this call's max_steps, device, progress) and its last.pt.
-
-    Its model is rebuilt from a file or module source only with this call's ``trust_code``, or
-    when this call's ``model`` is that very source (the user gave it again); never on the saved
-    config's word."""
-    last = Path(cfg.out) / "last.pt"
-    if not last.is_file():
-        raise McGraphError(WHERE, f"nothing to resume: {last} does not exist")
-    ckpt = read_checkpoint(last)
-    if "train" not in ckpt:
-        raise McGraphError(WHERE, f"{last} holds no training state")
-    known = TrainConfig.__dataclass_fields__
-    saved = TrainConfig(**{k: v for k, v in ckpt["train"]["config"].items() if k in known})
-    trust = cfg.trust_code or same_source(cfg.model, ckpt["description"].get("model"))
-    return dataclasses.replace(saved, resume=True, max_steps=cfg.max_steps, device=cfg.device,
-                               progress=cfg.progress, trust_code=trust), ckpt
 
 
 class Trainer:
@@ -102,7 +88,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, device: torch.device, dist: D.Dist,
                  data: Data | None = None, model: fx.GraphModule | None = None,
-                 ckpt: dict[str, Any] | None = None):
+                 ckpt: dict[str, Any] | None = None, changes: Changes | None = None):
         torch.manual_seed(cfg.seed)
         self.cfg, self.device, self.dist, self.out = cfg, device, dist, Path(cfg.out)
         self.data = data or load_data(cfg.data, cfg.data_dir)
@@ -128,10 +114,22 @@ class Trainer:
         self.partial = [0.0, 0.0, 0.0, 0.0]   # [loss sum, correct, seen, seconds] before a resume
         self.epoch_chosen: dict | None = None  # the chosen inputs when the epoch began
         self.history: list[dict[str, Any]] = []
+        self.good: str | None = None          # the last good checkpoint, for a divergence
+        self.pending: dict[str, Any] | None = None    # resume changes the next row reports
+        self.last_loss, self.stop = float("nan"), None
         if dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            if self.out.exists() and not self.out.is_dir():
+                raise McGraphError(WHERE, f"out {self.out} is not a directory", "out")
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise McGraphError(WHERE, f"out {self.out}: cannot create the directory "
+                                          f"({e.strerror or e})", "out") from None
+            remove_stale_temps(self.out, ("last.pt", "best.pt", "config.json", "metrics.jsonl"))
         if ckpt:
             self.restore(ckpt["train"])
+            if changes:
+                self.change_settings(changes)
         elif dist.main:
             self._write_config()
         self.learning = any(not m.is_frozen for m in mask_modules(self.model))
@@ -178,15 +176,30 @@ class Trainer:
         if self.dist.main:                  # saved summed over ranks: rank 0 carries them on
             self.partial = [float(v) for v in t.get("epoch_partial", self.partial)]
         self.epoch_chosen = t.get("epoch_chosen")
+        self.pending = t.get("overrides")
+        self.good = f"{self.out / 'last.pt'} ({position(t['epoch'], t['batch'], t['step'])})"
+        if self.dist.main:
+            trim_metrics(self.out / "metrics.jsonl", self.epoch)
         set_rng_state(t["rng"])
+
+    def change_settings(self, changes: Changes) -> None:
+        """A resume's new learning rates (or save_every): applied, announced and recorded."""
+        set_base_lrs(self.opt, self.sched, {GROUPS[k]: new for k, (_, new) in changes.items()
+                                            if k in GROUPS})
+        self.pending = merge_pending(self.pending, changes, self.step)
+        if self.dist.main:
+            print(f"train: resuming {self.out / 'last.pt'} at "
+                  f"{position(self.epoch, self.batch0, self.step)} with changed settings: "
+                  f"{describe_changes(changes)}", file=sys.stderr, flush=True)
+            record_changes(self.out, changes, self.step, self.epoch + 1)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
         t0 = time.perf_counter()
-        with StopFlag() as stop:
+        with StopFlag() as self.stop:
             while self.epoch < self.cfg.epochs and self.stopped == "done":
                 before = self.epoch_chosen = self.epoch_chosen or chosen_sets(self.model)
-                sums, seconds = self.train_epoch(stop)
+                sums, seconds = self.train_epoch(self.stop)
                 if self.stopped == "max_steps":
                     break
                 self.end_epoch(before, sums, seconds)
@@ -210,7 +223,8 @@ class Trainer:
         for b, (x, y) in enumerate(itertools.islice(iter(loader), self.batch0, None), start=self.batch0):
             self.maybe_freeze()
             loss, logits, stopping = self.train_step(x, y, stop.set)
-            sums = [sums[0] + float(loss) * y.numel(), sums[1] + float((logits.argmax(1) == y).sum()),
+            self.last_loss = float(loss)
+            sums = [sums[0] + self.last_loss * y.numel(), sums[1] + float((logits.argmax(1) == y).sum()),
                     sums[2] + y.numel()]
             bar.update(1)
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{100 * sums[1] / sums[2]:.1f}",
@@ -219,13 +233,16 @@ class Trainer:
             if stopping:
                 bar.close()
                 self.save("last.pt", self.epoch, b + 1, self._partial(sums, t0))
-                raise Interrupted(WHERE, f"interrupted at epoch {self.epoch + 1}, step {self.step}; "
-                                         f"state saved to {self.out / 'last.pt'}; continue with "
-                                         "resume=True", "resume")
+                why = stop.reason or "a stop request on another rank"
+                raise Interrupted(WHERE, f"interrupted by {why} at epoch {self.epoch + 1}, step "
+                                         f"{self.step}; state saved to {self.out / 'last.pt'}; "
+                                         "continue with resume=True", "resume")
             if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps and b + 1 < len(loader):
                 self.stopped = "max_steps"
                 self.save("last.pt", self.epoch, b + 1, self._partial(sums, t0))
                 break
+            if self.cfg.save_every and self.step % self.cfg.save_every == 0 and b + 1 < len(loader):
+                self.save("last.pt", self.epoch, b + 1, self._partial(sums, t0))  # as a stop would
         bar.close()
         return sums, time.perf_counter() - t0
 
@@ -251,11 +268,11 @@ class Trainer:
         with torch.autocast(self.device.type, enabled=self.amp):
             logits = self.net(x)
             loss = nn.functional.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+        stop_asked = stop_asked or bool(self.stop and self.stop.set)     # a signal in this step
         bad, stopping = agree(self.dist, self.device, not bool(torch.isfinite(loss)), stop_asked)
-        if bad:   # every rank stops together; last.pt keeps the last good epoch
-            raise McGraphError(WHERE, f"loss is not finite at epoch {self.epoch + 1}, step "
-                                      f"{self.step + 1}; lower lr or mask_lr (last good state: "
-                                      f"{self.out / 'last.pt'}, if an epoch finished)", ("lr", "mask_lr"))
+        if bad:   # every rank stops together; last.pt keeps the last good state
+            raise self.diverged(f"loss is not finite ({float(loss.detach())}) at epoch {self.epoch + 1}, "
+                                f"step {self.step + 1}")
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.amp:
@@ -306,16 +323,18 @@ class Trainer:
         if self.freeze_stats and self.freeze_stats.get("epoch") is None:
             self.freeze_stats["epoch"] = self.epoch + 1      # reported once, in this epoch's row
             row["freeze"] = self.freeze_stats
+        if self.pending:                   # settings a resume changed in this epoch
+            row["overrides"], self.pending = self.pending, None
         self.history.append(row)
         self.epoch, self.batch0, self.epoch_chosen = self.epoch + 1, 0, None
         # every rank computes the same sums, so every rank makes the same choice
         improved = val is None or self.best_val is None or val["acc"] > self.best_val
         if improved:
             self.best, self.best_val, self.best_epoch = test["acc"], val and val["acc"], self.epoch
+        self.check_finite()                # on every rank, before rank 0 alone saves
         if not self.dist.main:
             return
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_text(self.out / "metrics.jsonl", json.dumps(row) + "\n", WHERE)
         if improved:
             self.save("best.pt", self.epoch, 0)
         self.save("last.pt", self.epoch, 0)
@@ -326,44 +345,39 @@ class Trainer:
                        f"{row['mask_entropy']:.2f}  changed {row['chosen_changed']}  "
                        f"{row['images_per_s']:.0f} img/s")
 
+    def check_finite(self) -> None:
+        params = [p.detach() for p in self.model.parameters()]
+        if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            raise self.diverged(f"weights are not finite after step {self.step} (its loss "
+                                f"{self.last_loss})")
+
+    def diverged(self, what: str) -> McGraphError:
+        """The one-line stop of a run whose loss or weights are no longer finite."""
+        if self.good:
+            return McGraphError(WHERE, f"{what}; last good checkpoint: {self.good}: continue it "
+                                       "with resume=True and a lower lr or mask_lr",
+                                ("resume", "lr", "mask_lr"))
+        return McGraphError(WHERE, f"{what}; no checkpoint of this run yet: start it again with "
+                                   "a lower lr or mask_lr", ("lr", "mask_lr"))
+
     def save(self, name: str, epoch: int, batch: int, partial: list[float] | None = None) -> None:
+        """Write a checkpoint (rank 0), never of non-finite weights (every rank checks: the
+        weights are the same on all)."""
+        self.check_finite()
         if self.dist.main:
             save_training(self.out / name, self.model, self.opt, self.sched, self.scaler, epoch=epoch,
                           batch=batch, step=self.step, best_acc=self.best, config=self.cfg.to_dict(),
                           epoch_partial=partial or [0.0, 0.0, 0.0, 0.0],
                           epoch_chosen=self.epoch_chosen if partial else None,
                           best_val_acc=self.best_val, best_epoch=self.best_epoch,
-                          freeze_stats=self.freeze_stats)
+                          freeze_stats=self.freeze_stats, overrides=self.pending)
+        if name == "last.pt":
+            self.good = f"{self.out / name} ({position(epoch, batch, self.step)})"
 
     def _bar(self, total: int) -> tqdm:
         return tqdm(total=total, initial=self.batch0, disable=not (self.cfg.progress and self.dist.main),
                     desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", leave=False,
                     dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    """Weights: Nesterov SGD with weight decay; masks: their own group (own lr, no decay)."""
-    masks = [m.mask for m in mask_modules(model)]
-    ids = {id(p) for p in masks}
-    weights = [p for p in model.parameters() if id(p) not in ids]
-    return torch.optim.SGD(
-        [{"params": weights, "name": "weights"},
-         {"params": masks, "name": "masks", "lr": cfg.mask_lr, "momentum": cfg.mask_momentum,
-          "nesterov": False, "weight_decay": 0.0}],
-        lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-        weight_decay=cfg.weight_decay)
-
-
-def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int):
-    """Per-step schedule of the weights' lr (warm-up, then cosine or step); masks stay constant."""
-    def weights(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        t = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-        if cfg.schedule == "step":
-            return 0.1 ** ((t >= 0.5) + (t >= 0.75))
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-    return torch.optim.lr_scheduler.LambdaLR(opt, [weights, lambda step: 1.0])
 
 
 def agree(dist: D.Dist, device: torch.device, bad: bool, stop: bool) -> tuple[bool, bool]:
@@ -372,27 +386,3 @@ def agree(dist: D.Dist, device: torch.device, bad: bool, stop: bool) -> tuple[bo
         return bad, stop
     b, s = D.all_sum([float(bad), float(stop)], dist, device)
     return b > 0, s > 0
-
-
-class StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step; a second one aborts."""
-
-    def __init__(self):
-        self.set, self._old = False, None
-
-    def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:            # not the main thread: no handler, default behaviour
-            self._old = None
-        return self
-
-    def _handle(self, *_):
-        if self.set:
-            raise KeyboardInterrupt
-        self.set = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False

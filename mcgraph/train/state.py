@@ -43,3 +43,11 @@ def save_training(path: Path, model: fx.GraphModule, optimizer: torch.optim.Opti
              "epoch_partial": list(epoch_partial or [0.0, 0.0, 0.0, 0.0]),
              "epoch_chosen": epoch_chosen, **extra}
     return write_checkpoint(path, description(model), model.state_dict(), train=train)
+
+
+def position(epoch: int, batch: int, step: int) -> str:
+    """Where a saved state stands, for messages: ``epoch 2, step 9`` (in an epoch, 1-based) or
+    ``end of epoch 1, step 7``."""
+    if batch or not epoch:
+        return f"epoch {epoch + 1}, step {step}"
+    return f"end of epoch {epoch}, step {step}"

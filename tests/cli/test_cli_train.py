@@ -189,3 +189,67 @@ def test_bad_training_input(tmp_path, monkeypatch, args, reason):
     fragments = (reason,) if isinstance(reason, str) else reason
     assert line.startswith("error: ") and all(f in line for f in fragments), r.stderr
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("metrics.jsonl"))
+
+
+# ------------------------------------------------------------------ SIGTERM, --save-every, resume overrides
+SMALL = ("train", "resnet20", "--data", "synthetic", "--epochs", "2", "--batch-size", "64",
+         "--val-size", "0", "--max-train-samples", "256", "--no-progress")   # 4 steps per epoch
+
+
+def test_sigterm_exits_like_ctrl_c(tmp_path, monkeypatch):
+    import signal
+
+    from mcgraph.train.loop import Trainer
+
+    def unhandled(*_):
+        raise RuntimeError("SIGTERM reached the default handler")
+    monkeypatch.setattr(signal, "_mcgraph_test_old", signal.signal(signal.SIGTERM, unhandled),
+                        raising=False)
+    real = Trainer.train_step
+
+    def step(self, *a):
+        if self.step == 2:
+            signal.raise_signal(signal.SIGTERM)
+        return real(self, *a)
+    monkeypatch.setattr(Trainer, "train_step", step)
+    try:
+        r = _run(*SMALL, "--out", tmp_path / "run")
+    finally:
+        signal.signal(signal.SIGTERM, signal._mcgraph_test_old)
+    assert r.exit_code == 130, (r.exit_code, r.output, r.exception)
+    [line] = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert line.startswith("error: train: interrupted by SIGTERM at epoch 1, step 3") and "--resume" in line
+    assert _ckpt(tmp_path / "run/last.pt")["train"]["step"] == 3
+
+
+def test_save_every_option_writes_last_between_epoch_ends(tmp_path, monkeypatch):
+    from mcgraph.train import loop
+    saved, real = [], loop.save_training
+    monkeypatch.setattr(loop, "save_training", lambda path, *a, **k: saved.append(
+        (path.name, k["step"], k["batch"])) or real(path, *a, **k))
+    res = _json(*SMALL, "--save-every", "3", "--out", tmp_path / "run")
+    assert res["steps"] == 8
+    last = [(s, b) for name, s, b in saved if name == "last.pt"]
+    assert last == [(3, 3), (4, 0), (6, 2), (8, 0)]        # steps 3 and 6, and each epoch's end
+    assert json.loads((tmp_path / "run/config.json").read_text())["save_every"] == 3
+
+
+def test_resume_with_a_new_lr_from_the_cli(tmp_path):
+    d = tmp_path / "run"
+    _json(*SMALL, "--out", d, "--max-steps", "3", "--lr", "0.05")
+    r = _ok(_run(*SMALL, "--out", d, "--resume", "--lr", "0.01", "--json"))
+    assert json.loads(r.stdout)["steps"] == 8                  # stdout stays JSON
+    [notice] = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert "lr 0.05 -> 0.01" in notice and "step 3" in notice, r.stderr
+    assert json.loads((d / "config.json").read_text())["resumed"][0]["lr"] == [0.05, 0.01]
+
+
+def test_resume_refuses_a_changed_epoch_count_from_the_cli(tmp_path):
+    d = tmp_path / "run"
+    _json(*SMALL, "--out", d, "--max-steps", "3")
+    before = (d / "last.pt").read_bytes()
+    r = _run(*SMALL[:4], "--epochs", "5", *SMALL[6:], "--out", d, "--resume")
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    [line] = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert line.startswith("error: train: --epochs 5 differs from the saved run's 2"), line
+    assert "--lr" in line and (d / "last.pt").read_bytes() == before

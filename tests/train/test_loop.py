@@ -252,3 +252,138 @@ def test_mask_grad_samples_and_augment_reach_the_step(tmp_path, synthetic, monke
     t = Trainer(_cfg(tmp_path / "b"), torch.device("cpu"), D.init(torch.device("cpu")), synthetic)
     assert {m.grad_samples for m in mask_modules(t.model)} == {None}     # default: whole batch
     assert t._loader("train", 0).augment
+
+
+# ------------------------------------------------------------------ SIGTERM, --save-every, NaN
+@pytest.fixture
+def sigterm_guard():
+    """Without the trainer's own handler SIGTERM would end pytest: make it a test failure."""
+    def unhandled(*_):
+        raise RuntimeError("SIGTERM reached the default handler: the trainer did not catch it")
+    old = signal.signal(signal.SIGTERM, unhandled)
+    yield
+    signal.signal(signal.SIGTERM, old)
+
+
+def _signal_at(monkeypatch, step, *signals):
+    """Raise ``signals`` (in order) in the process while optimizer step ``step`` runs."""
+    from mcgraph.train.loop import Trainer
+    real = Trainer.train_step
+
+    def step_and_signal(self, x, y, stop_asked):
+        if self.step + 1 == step:
+            for s in signals:
+                signal.raise_signal(s)
+        return real(self, x, y, stop_asked)
+    monkeypatch.setattr(Trainer, "train_step", step_and_signal)
+
+
+def test_sigterm_saves_and_stops_like_ctrl_c(tmp_path, synthetic, monkeypatch, sigterm_guard):
+    _signal_at(monkeypatch, 3, signal.SIGTERM)
+    with pytest.raises(Interrupted, match="SIGTERM.*epoch 1, step 3.*continue with resume=True"):
+        train(_cfg(tmp_path, epochs=2), data=synthetic)
+    t = torch.load(tmp_path / "run/last.pt", weights_only=True)["train"]
+    assert (t["epoch"], t["batch"], t["step"]) == (0, 3, 3)      # the step it was in finished
+    monkeypatch.undo()
+    full = train(_cfg(tmp_path / "full", epochs=2), data=synthetic)
+    res = train(_cfg(tmp_path, resume=True, epochs=2), data=synthetic)
+    assert res.steps == full.steps == 14
+    _states_equal(mcgraph.load(tmp_path / "run/last.pt"), mcgraph.load(tmp_path / "full/run/last.pt"))
+
+
+def test_a_second_signal_aborts(tmp_path, synthetic, monkeypatch, sigterm_guard):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    _signal_at(monkeypatch, 2, signal.SIGTERM, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tmp_path, epochs=1), data=synthetic)
+    assert not (tmp_path / "run/last.pt").exists()
+    # the handlers are put back when the loop ends
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, no handler saves anything."""
+
+
+def test_save_every_writes_last_mid_epoch_and_a_kill_resumes_exactly(tmp_path, synthetic, monkeypatch):
+    from mcgraph.train.loop import Trainer
+    full = train(_cfg(tmp_path / "full", epochs=2), data=synthetic)
+    real = Trainer.train_step
+
+    def killed_at_5(self, *a):
+        if self.step == 12:                          # step 13 dies, right after the save at 12
+            raise Killed
+        return real(self, *a)
+    monkeypatch.setattr(Trainer, "train_step", killed_at_5)
+    with pytest.raises(Killed):
+        train(_cfg(tmp_path, epochs=2, save_every=3), data=synthetic)
+    t = torch.load(tmp_path / "run/last.pt", weights_only=True)["train"]
+    # saves at steps 3, 6 (epoch 1), the epoch end (7), then 9 and 12 (epoch 2, batches 2 and 5)
+    assert (t["epoch"], t["batch"], t["step"]) == (1, 5, 12)
+    monkeypatch.undo()
+    res = train(_cfg(tmp_path, resume=True, epochs=2), data=synthetic)
+    assert res.steps == full.steps == 14
+    _states_equal(mcgraph.load(tmp_path / "run/last.pt"), mcgraph.load(tmp_path / "full/run/last.pt"))
+    rows = lambda d: [{k: v for k, v in json.loads(ln).items() if k not in ("images_per_s", "seconds")}  # noqa: E731
+                      for ln in (d / "metrics.jsonl").read_text().splitlines()]
+    assert rows(tmp_path / "run") == rows(tmp_path / "full/run")
+
+
+def test_save_every_is_validated():
+    with pytest.raises(McGraphError, match="save_every must be >= 1"):
+        TrainConfig(model="resnet20", save_every=0)
+
+
+def _nan_at(monkeypatch, step):
+    """The training loss of optimizer step ``step`` (1-based) is NaN."""
+    from mcgraph.train.loop import Trainer
+    real_step, real_ce = Trainer.train_step, nn.functional.cross_entropy
+    state = {"step": 0}
+
+    def ce(*a, **k):
+        loss = real_ce(*a, **k)
+        return loss * float("nan") if state["step"] + 1 == step else loss
+
+    def tracked(self, *a):
+        state["step"] = self.step
+        return real_step(self, *a)
+    monkeypatch.setattr(Trainer, "train_step", tracked)
+    monkeypatch.setattr(nn.functional, "cross_entropy", ce)
+
+
+def test_nan_names_the_step_the_loss_and_the_last_good_checkpoint(tmp_path, synthetic, monkeypatch):
+    _nan_at(monkeypatch, 5)
+    with pytest.raises(McGraphError) as e:
+        train(_cfg(tmp_path, epochs=2, save_every=2), data=synthetic)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "loss is not finite (nan) at epoch 1, step 5" in msg, msg
+    assert f"last good checkpoint: {tmp_path / 'run/last.pt'} (epoch 1, step 4)" in msg, msg
+    assert torch.load(tmp_path / "run/last.pt", weights_only=True)["train"]["step"] == 4
+
+
+def test_nan_before_any_checkpoint_says_there_is_none(tmp_path, synthetic, monkeypatch):
+    _nan_at(monkeypatch, 1)
+    with pytest.raises(McGraphError, match=r"loss is not finite \(nan\) at epoch 1, step 1; .*"
+                                           r"no checkpoint of this run yet"):
+        train(_cfg(tmp_path, epochs=1), data=synthetic)
+    assert not (tmp_path / "run/last.pt").exists()
+
+
+def test_non_finite_weights_are_never_saved(tmp_path, synthetic, monkeypatch):
+    from mcgraph.train.loop import Trainer
+    real = Trainer.train_step
+
+    def poisoned(self, *a):
+        out = real(self, *a)
+        if self.step == 4:                     # the update of step 4 went bad, its loss did not
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        return out
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    with pytest.raises(McGraphError, match=r"weights are not finite after step 4 .*last good "
+                                           r"checkpoint: .*last.pt \(epoch 1, step 2\)"):
+        train(_cfg(tmp_path, epochs=1, save_every=2), data=synthetic)
+    ckpt = torch.load(tmp_path / "run/last.pt", weights_only=True)
+    assert ckpt["train"]["step"] == 2
+    assert all(bool(torch.isfinite(v).all()) for v in ckpt["state_dict"].values() if v.is_floating_point())

@@ -1,0 +1,118 @@
+"""``resume=True``: the saved run's config and state, and the few settings a resume may change.
+
+A resumed run keeps its saved settings. Of the settings its caller gives anew (``given``: the
+CLI's options on the command line), ``lr``, ``mask_lr`` and ``save_every`` replace the saved
+ones (announced on stderr, recorded in ``config.json`` and the next metrics row);
+``max_steps``, ``device``, ``progress`` and ``trust_code`` are always this call's; any other
+that differs from the saved run is refused (it would change what the saved state means).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..checkpoint import read_checkpoint
+from ..errors import McGraphError
+from ..io import write_text_atomic
+from ..sources import same_source
+from .config import TrainConfig
+
+WHERE = "train"
+SAFE = ("lr", "mask_lr", "save_every")                  # may change on resume, with a notice
+THIS_CALLS = ("out", "resume", "max_steps", "device", "progress", "trust_code", "model")
+Changes = dict[str, tuple[Any, Any]]                      # field -> (saved, new)
+
+
+def resume_config(cfg: TrainConfig, given: Iterable[str] = ()
+                  ) -> tuple[TrainConfig, dict[str, Any], Changes]:
+    """The saved run's config (with this call's out, max_steps, device, progress, and the safe
+    settings in ``given``), its last.pt, and what changed.
+
+    Its model is rebuilt from a file or module source only with this call's ``trust_code``, or
+    when this call's ``model`` is that very source (the user gave it again); never on the saved
+    config's word."""
+    last = Path(cfg.out) / "last.pt"
+    if not last.is_file():
+        raise McGraphError(WHERE, f"nothing to resume: {last} does not exist")
+    ckpt = read_checkpoint(last)
+    state = ckpt.get("train")
+    if not isinstance(state, dict):
+        raise McGraphError(WHERE, f"{last} holds no training state")
+    if not isinstance(state.get("config"), dict):
+        raise McGraphError(WHERE, f"{last} holds no usable training state (its config is not "
+                                  "a mapping)")
+    known = TrainConfig.__dataclass_fields__
+    saved = TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
+    changes = changes_on_resume(saved, cfg, given)
+    trust = cfg.trust_code or same_source(cfg.model, ckpt["description"].get("model"))
+    new = dataclasses.replace(saved, out=cfg.out, resume=True, max_steps=cfg.max_steps,
+                              device=cfg.device, progress=cfg.progress, trust_code=trust,
+                              **{k: v[1] for k, v in changes.items()})
+    return new, ckpt, changes
+
+
+def changes_on_resume(saved: TrainConfig, cfg: TrainConfig, given: Iterable[str]) -> Changes:
+    """The safe settings ``given`` anew that differ from the saved run; an error for others."""
+    changes: Changes = {}
+    for name in given:
+        if name in THIS_CALLS:
+            continue
+        if name not in TrainConfig.__dataclass_fields__:
+            raise McGraphError(WHERE, f"{name} is not a training setting")
+        old, new = getattr(saved, name), getattr(cfg, name)
+        if old == new:
+            continue
+        if name not in SAFE:
+            raise McGraphError(WHERE, f"{name} {new} differs from the saved run's {old}; a resumed "
+                                      "run keeps its settings: only lr, mask_lr, save_every (and "
+                                      "max_steps, device) may change",
+                               (name, "lr", "mask_lr", "save_every", "max_steps", "device"))
+        changes[name] = (old, new)
+    return changes
+
+
+def describe_changes(changes: Changes) -> str:
+    return ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
+
+
+def record_changes(out: Path, changes: Changes, step: int, epoch: int) -> None:
+    """config.json: the new values, and under ``resumed`` where each change happened."""
+    path = out / "config.json"
+    try:
+        info = json.loads(path.read_text())
+        if not isinstance(info, dict):
+            raise ValueError
+    except (OSError, ValueError):
+        info = {}
+    info.update({k: new for k, (_, new) in changes.items()})
+    info.setdefault("resumed", []).append(
+        {"step": step, "epoch": epoch, **{k: [old, new] for k, (old, new) in changes.items()}})
+    write_text_atomic(path, json.dumps(info, indent=2) + "\n", WHERE)
+
+
+def merge_pending(pending: dict[str, Any] | None, changes: Changes, step: int) -> dict[str, Any]:
+    """What the next metrics row reports: the first step and old value, the latest new value."""
+    row = dict(pending or {"step": step})
+    for k, (old, new) in changes.items():
+        row[k] = [row[k][0] if k in row else old, new]
+    return row
+
+
+def trim_metrics(path: Path, epochs_done: int) -> None:
+    """Drop rows of epochs the checkpoint does not hold (a run killed after logging an epoch's
+    row but before its last.pt) and a torn last line, so that the resumed run logs each once."""
+    if not path.is_file():
+        return
+    text = path.read_text()
+    keep = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epochs_done:
+            keep.append(line + "\n")
+    if "".join(keep) != text:
+        write_text_atomic(path, "".join(keep), WHERE)
