@@ -120,11 +120,6 @@ def _plain_bn(b: nn.Module | None) -> bool:
     return isinstance(b, nn.BatchNorm2d) and b.affine and b.track_running_stats
 
 
-def is_grouped_bottleneck(module: nn.Module) -> bool:
-    """True when :func:`bottleneck_parts` finds the branch rewrite's structure in ``module``."""
-    return isinstance(bottleneck_parts(module), BottleneckParts)
-
-
 class KHotMix(torch.autograd.Function):
     """p[:, i] = sum_{k in S_i} t[:, k], S_i the K inputs row i of the K-hot C x C mask selects.
 
