@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import device_wiring
 from .masked_sum import MaskedSum, process_grad, view  # noqa: F401  (process_grad re-exported)
 
 Init = Literal["uniform", "prev", "random", "full"]
@@ -93,6 +94,7 @@ class KHotMask(nn.Module):
         self._chosen_h = torch.zeros(rows, n, dtype=torch.bool)
         self._values_h: torch.Tensor | None = None
         self._values_key: tuple[int, int] | None = None
+        self._device = None          # mcgraph.device_wiring's state while it is enabled
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         if prefix + "mask" in state_dict and prefix + "overflow" not in state_dict:
@@ -102,6 +104,12 @@ class KHotMask(nn.Module):
             self._frozen_h = bool(state_dict[prefix + "frozen"])
             self._step_h = int(state_dict[prefix + "step"])
             self._chosen_h = state_dict[prefix + "chosen"].detach().cpu().view(self.rows, -1).clone()
+        self._values_key = None
+
+    def refresh_host_state(self) -> None:
+        """Re-read the host mirrors from the buffers (after device code moved them unseen:
+        CUDA graph replays change ``step`` and m~ without the host knowing)."""
+        self._step_h = int(self.step)
         self._values_key = None
 
     def set_step(self, step: int) -> None:
@@ -326,8 +334,10 @@ class MaskConnect(KHotMask):
         if len(ys) != self.num_candidates:
             raise ValueError(f"MaskConnect: {self.target} expects {self.num_candidates} inputs, "
                              f"got {len(ys)}")
-        chosen = tuple(int(i) for i in self.selected())
         learning = self.learning
+        if learning and self._device is not None:
+            return device_wiring.forward(self, ys)
+        chosen = tuple(int(i) for i in self.selected())
         if learning:
             self.step += 1              # on the device, asynchronous
             self._step_h += 1

@@ -240,6 +240,58 @@ def test_train_loop_on_cuda_with_amp(tmp_path, model, fan_in):
         assert float(p.detach().min()) >= 0.0 and float(p.detach().max()) <= 1.0
 
 
+# ---------------------------------------------------------------- CUDA graphs
+
+def _graph_setup(graphs: bool, fan_in: int = 2):
+    from mcgraph.train.config import TrainConfig
+    from mcgraph.train.step import Stepper
+    gm = masked_resnet20(fan_in=fan_in, init="uniform").cuda().to(memory_format=CL).train()
+    cfg = TrainConfig(model="resnet20", device="cuda", amp=False, cuda_graph=graphs)
+    st = Stepper(gm, cfg, torch.device("cuda"))
+    st.set_net(gm)
+    if not graphs:
+        st.wire_on_device()
+    return gm, st
+
+
+@cuda
+@pytest.mark.parametrize("fan_in", [1, 3])
+def test_captured_step_equals_the_eager_device_step(exact_fp32, fan_in):
+    """Replays of the captured step compute what eager steps with device wiring compute: the
+    same draws, weights, masks and BatchNorm statistics after warm-up, capture and replays."""
+    from mcgraph.train.step import WARMUP
+    (ga, sa), (gb, sb) = _graph_setup(True, fan_in), _graph_setup(False, fan_in)
+    gb.load_state_dict(ga.state_dict())
+    for i in range(WARMUP + 4):
+        x = rand(16, 1, 16, 16, seed=i).cuda()
+        y = (torch.arange(16) % 10).cuda()
+        la, _, _ = sa.step(x, y)
+        lb, _, _ = sb.step(x, y)
+        assert abs(float(la) - float(lb)) <= 1e-4 * max(1.0, abs(float(lb))), (i, la, lb)
+    assert sa._graph is not None, "the step was never captured"
+    for (name, a), b in zip(ga.state_dict().items(), gb.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), name
+    sa.sync_host()
+    assert all(m._step_h == WARMUP + 4 for m in mcgraph.masks.mask_modules(ga))
+
+
+@cuda
+def test_train_loop_with_cuda_graphs_captures_both_phases(tmp_path):
+    from mcgraph.train.config import TrainConfig
+    from mcgraph.train.loop import train
+    out = tmp_path / "run"
+    res = train(TrainConfig(model="resnet20", data="synthetic", device="cuda", epochs=2, fan_in=2,
+                            batch_size=16, max_train_samples=160, max_test_samples=64, val_size=0,
+                            freeze_at=0.5, progress=False, out=str(out)))
+    assert res.steps == 20 and res.epochs_done == 2
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["cuda_graph"] is True and cfg["amp_dtype"] == "bfloat16", cfg
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["train_loss"]) for r in rows) and rows[-1]["masks_frozen"]
+    loaded = mcgraph.load(out / "last.pt")
+    assert all(int(m.step) == 10 for m in mcgraph.masks.mask_modules(loaded))
+
+
 # ---------------------------------------------------------------- onnxruntime
 
 def test_onnxruntime_cuda_provider_or_clear_error():

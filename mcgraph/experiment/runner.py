@@ -241,12 +241,28 @@ def _checkpoint_of_epoch(d: Path, epoch: int, log: Log, read_checkpoint) -> tupl
 
 
 def machine(device: str) -> dict[str, Any]:
-    """Where the run trained (``device``) and was timed (this machine's CPU, onnxruntime)."""
+    """Where the run trained (``device``, the GPU's name on CUDA) and was timed (this machine's
+    CPU model, onnxruntime)."""
     import onnxruntime
     import torch
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "device": device}
+    out = {"platform": platform.platform(), "processor": cpu_model(),
+           "cpu_count": os.cpu_count(), "torch": torch.__version__,
+           "onnxruntime": onnxruntime.__version__, "device": device}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name (machines of one architecture differ 2x in speed), from
+    /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _trusted(run: Run, ckpt: dict) -> bool:

@@ -12,6 +12,7 @@ from ..masks import Aggregate, Constraint, Init, MaskGrad
 Connectivity = Literal["learned", "fixed-prev", "fixed-full", "fixed-random", "fixed-chain",
                        "fixed-wiring"]
 Schedule = Literal["cosine", "step"]
+AmpDtype = Literal["auto", "bfloat16", "float16"]
 CONNECTIVITY: tuple[str, ...] = get_args(Connectivity)
 WHERE = "train"
 
@@ -47,6 +48,8 @@ class TrainConfig:
     device: DeviceName = "auto"         # auto | cpu | cuda
     channels_last: bool | None = None   # None: on (faster for these convs on CPU and GPU)
     amp: bool | None = None             # None: autocast on CUDA only
+    amp_dtype: AmpDtype = "auto"        # auto: bfloat16 where the GPU has it (no loss scaling)
+    cuda_graph: bool | None = None      # None: replay each step as a CUDA graph where it can
     seed: int = 0
     resume: bool = False
     max_steps: int | None = None        # stop (and save) after this many optimizer steps in total

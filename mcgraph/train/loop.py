@@ -30,9 +30,7 @@ from ..api import load
 from ..device import resolve_device
 from ..errors import Interrupted, McGraphError
 from ..io import append_text, remove_stale_temps, write_text_atomic
-from ..constraints import constrain_masks_
-from ..masks import (freeze_masks, mask_modules, renormalize_mask_grads_, set_grad_samples,
-                     sync_masks_to_host)
+from ..masks import freeze_masks, mask_modules, set_grad_samples
 from . import distributed as D
 from .build import apply_connectivity, build_model, training_view
 from .config import TrainConfig
@@ -40,11 +38,12 @@ from .data import Data, load_data, make_loader
 from .split import split_validation
 from .metrics import (chosen_changed, chosen_sets, evaluate, freeze_margins, mask_entropy,
                       recalibrate_bn, summarize)
-from .optim import GROUPS, make_optimizer, make_schedule, set_base_lrs
+from .optim import GROUPS, make_schedule, set_base_lrs
 from .resume import (Changes, describe_changes, merge_pending, record_changes, resume_config,
                      trim_metrics)
 from .signals import StopFlag
 from .state import position, save_training, set_rng_state
+from .step import Stepper
 
 __all__ = ["Interrupted", "StopFlag", "TrainResult", "Trainer", "resume_config", "train"]
 WHERE = "train"
@@ -95,16 +94,15 @@ class Trainer:
         if self.data.val is None:
             self.data = split_validation(self.data, cfg.val_size)
         self.channels_last = True if cfg.channels_last is None else cfg.channels_last
-        self.amp = (device.type == "cuda") if cfg.amp is None else (cfg.amp and device.type == "cuda")
         self.model = set_grad_samples(self._model(model, ckpt), cfg.mask_grad_samples or None).to(
             device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
-        self.opt = make_optimizer(self.model, cfg)
+        self.stepper = Stepper(self.model, cfg, device, dist.world_size, self.channels_last)
+        self.opt, self.scaler, self.amp = self.stepper.opt, self.stepper.scaler, self.stepper.amp
         self.steps_per_epoch = len(self._loader("train", 0))
         if self.steps_per_epoch == 0:
             raise McGraphError(WHERE, f"batch size {cfg.batch_size} is larger than the training set",
                                "batch_size")
         self.sched = make_schedule(self.opt, cfg, cfg.epochs * self.steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
         self.freeze_step = round(cfg.freeze_at * cfg.epochs * self.steps_per_epoch)
         self.epoch = self.batch0 = self.step = 0
         self.best, self.last_acc, self.stopped = -1.0, None, "done"
@@ -133,7 +131,13 @@ class Trainer:
         elif dist.main:
             self._write_config()
         self.learning = any(not m.is_frozen for m in mask_modules(self.model))
-        self.net = D.wrap(self.model if self.learning else training_view(self.model), dist, device)
+        self.stepper.set_net(D.wrap(self.model if self.learning else training_view(self.model),
+                                    dist, device))
+
+    @property
+    def net(self) -> nn.Module:
+        """The network a step runs: the masked model while masks learn, then its lowered view."""
+        return self.stepper.net
 
     def _model(self, given: fx.GraphModule | None, ckpt: dict[str, Any] | None) -> fx.GraphModule:
         if given is None:
@@ -159,6 +163,8 @@ class Trainer:
         info = {**self.cfg.to_dict(), "device": str(self.device), "world_size": self.dist.world_size,
                 "steps_per_epoch": self.steps_per_epoch, "freeze_step": self.freeze_step,
                 "channels_last": self.channels_last, "amp": self.amp,
+                "amp_dtype": str(self.stepper.dtype).removeprefix("torch.") if self.amp else None,
+                "cuda_graph": self.stepper.graphs,
                 "data_spec": dataclasses.asdict(self.data.spec),
                 "rewrite": self.model.meta["mcgraph"]["rewrite"]}
         write_text_atomic(self.out / "config.json", json.dumps(info, indent=2) + "\n", WHERE)
@@ -167,6 +173,7 @@ class Trainer:
     def restore(self, t: dict[str, Any]) -> None:
         """Optimizer, schedule, scaler, position and RNG state of a saved run."""
         self.opt.load_state_dict(t["optimizer"])
+        self.stepper.after_restore()
         self.sched.load_state_dict(t["scheduler"])
         if self.amp and t["scaler"]:          # a CPU run's disabled scaler has an empty state
             self.scaler.load_state_dict(t["scaler"])
@@ -253,51 +260,42 @@ class Trainer:
     def maybe_freeze(self) -> None:
         """At ``freeze_step``: fix the masks and fine-tune on the lowered graph from then on."""
         if self.learning and self.step >= self.freeze_step:
+            self.stepper.sync_host()
             self.freeze_stats = {"step": self.step, "mask_entropy": mask_entropy(self.model),
                                  **freeze_margins(self.model)}
             freeze_masks(self.model)
             self.learning = False
-            self.net = D.wrap(training_view(self.model), self.dist, self.device)
+            self.stepper.set_net(D.wrap(training_view(self.model), self.dist, self.device))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, stop_asked: bool):
         """One optimizer step; returns (loss, logits, whether every rank agreed to stop)."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.learning:
-            sync_masks_to_host(self.model)            # one device read for all masks' m~
-        with torch.autocast(self.device.type, enabled=self.amp):
-            logits = self.net(x)
-            loss = nn.functional.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
-        stop_asked = stop_asked or bool(self.stop and self.stop.set)     # a signal in this step
-        bad, stopping = agree(self.dist, self.device, not bool(torch.isfinite(loss)), stop_asked)
-        if bad:   # every rank stops together; last.pt keeps the last good state
-            raise self.diverged(f"loss is not finite ({float(loss.detach())}) at epoch {self.epoch + 1}, "
-                                f"step {self.step + 1}")
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.amp:
-            self.scaler.unscale_(self.opt)
-            renormalize_mask_grads_(self.model)
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        constrain_masks_(self.model, self.cfg.mask_constraint)
+        def check(loss: torch.Tensor) -> bool:
+            asked = stop_asked or bool(self.stop and self.stop.set)     # a signal in this step
+            bad, stopping = agree(self.dist, self.device, not bool(torch.isfinite(loss)), asked)
+            if bad:   # every rank stops together; last.pt keeps the last good state
+                raise self.diverged(f"loss is not finite ({float(loss.detach())}) at epoch "
+                                    f"{self.epoch + 1}, step {self.step + 1}")
+            return stopping
+        loss, logits, stopping = self.stepper.step(x, y, check)
         self.sched.step()
         self.step += 1
-        return loss.detach(), logits.detach(), stopping
+        return loss, logits, stopping
 
     def evaluate(self) -> dict[str, dict[str, float]]:
         """Validation and test metrics of the eval (top-K) wiring, summed over ranks. While masks
         learn, on a copy whose BatchNorm statistics were re-estimated for that wiring."""
+        self.stepper.sync_host()
         net, n = self.net, self.cfg.bn_recalibration_batches
+        dtype = self.stepper.dtype
         if self.learning and n:
             calib = make_loader(self.data, "train", self.cfg.batch_size, shuffle=True, augment=False,
                                 seed=self.cfg.seed, device=self.device)    # the same on every rank
             net = recalibrate_bn(self.model, itertools.islice(iter(calib), n), self.amp,
-                                 self.channels_last)
+                                 self.channels_last, dtype)
         out = {}
         for split in ("val", "test") if self.data.val is not None else ("test",):
             m = evaluate(net, self._loader(split, 0), self.data.spec.num_classes, self.amp,
-                         self.channels_last)
+                         self.channels_last, dtype)
             out[split] = summarize(D.all_sum(m["sums"], self.dist, self.device),
                                    self.data.spec.num_classes)
         return out
@@ -364,6 +362,7 @@ class Trainer:
         """Write a checkpoint (rank 0), never of non-finite weights (every rank checks: the
         weights are the same on all)."""
         self.check_finite()
+        self.stepper.sync_host()
         if self.dist.main:
             save_training(self.out / name, self.model, self.opt, self.sched, self.scaler, epoch=epoch,
                           batch=batch, step=self.step, best_acc=self.best, config=self.cfg.to_dict(),

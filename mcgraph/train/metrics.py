@@ -13,7 +13,8 @@ from ..masks import mask_modules
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-             num_classes: int, amp: bool = False, channels_last: bool = False) -> dict[str, float]:
+             num_classes: int, amp: bool = False, channels_last: bool = False,
+             dtype: torch.dtype | None = None) -> dict[str, float]:
     """Top-1 (and top-5 when there are more than 10 classes) accuracy, in percent, and mean loss."""
     was = model.training
     model.eval()
@@ -22,7 +23,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     for x, y in batches:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, enabled=amp):
+        with torch.autocast(x.device.type, dtype=dtype, enabled=amp):
             logits = model(x)
         loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
         top = logits.topk(min(5, num_classes), dim=1).indices
@@ -35,7 +36,8 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                   amp: bool = False, channels_last: bool = False) -> nn.Module:
+                   amp: bool = False, channels_last: bool = False,
+                   dtype: torch.dtype | None = None) -> nn.Module:
     """A copy of ``model`` whose BatchNorm statistics are re-estimated under its eval wiring.
 
     While masks learn, every step samples a new wiring, so the running statistics average over
@@ -51,7 +53,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
     for x, _ in batches:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, enabled=amp):
+        with torch.autocast(x.device.type, dtype=dtype, enabled=amp):
             m(x)
     return m.eval()
 

@@ -12,8 +12,10 @@ from .config import TrainConfig
 GROUPS = {"lr": "weights", "mask_lr": "masks"}     # config field -> optimizer group
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    """Weights: Nesterov SGD with weight decay; masks: their own group (own lr, no decay)."""
+def make_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.SGD:
+    """Weights: Nesterov SGD with weight decay; masks: their own group (own lr, no decay).
+    ``fused``: one kernel per group that can read its learning rate from a device tensor
+    (what a captured CUDA graph step needs; see mcgraph.train.step)."""
     masks = [m.mask for m in mask_modules(model)]
     ids = {id(p) for p in masks}
     weights = [p for p in model.parameters() if id(p) not in ids]
@@ -22,7 +24,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
          {"params": masks, "name": "masks", "lr": cfg.mask_lr, "momentum": cfg.mask_momentum,
           "nesterov": False, "weight_decay": 0.0}],
         lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-        weight_decay=cfg.weight_decay)
+        weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int):
