@@ -201,7 +201,7 @@ class DeviceMaskedSum(torch.autograd.Function):
     def backward(ctx, g):  # type: ignore[override]
         values, grads, cl = ctx.stage
         p, n = ctx.p, len(ctx.shapes)
-        g_raw = _raw(g, cl)
+        g_raw = _raw(g.to(grads.dtype), cl)     # autocast may hand back a promoted gradient
         k = ctx.sel.shape[0]
         grads.index_add_(0, ctx.sel, g_raw.unsqueeze(0).expand(k, *g_raw.shape), alpha=ctx.scale)
         gmask = None

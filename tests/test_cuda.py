@@ -257,22 +257,31 @@ def _graph_setup(graphs: bool, fan_in: int = 2):
 @cuda
 @pytest.mark.parametrize("fan_in", [1, 3])
 def test_captured_step_equals_the_eager_device_step(exact_fp32, fan_in):
-    """Replays of the captured step compute what eager steps with device wiring compute: the
-    same draws, weights, masks and BatchNorm statistics after warm-up, capture and replays."""
+    """Each replay of the captured step computes what an eager step with device wiring computes
+    from the same state: the same draw, weights, masks and BatchNorm statistics. (Runs compared
+    over many steps drift apart: a normalized mask gradient turns float noise in a row of nearly
+    equal entries into a full step, so each step starts from the replayed side's state.)"""
     from mcgraph.train.step import WARMUP
-    (ga, sa), (gb, sb) = _graph_setup(True, fan_in), _graph_setup(False, fan_in)
-    gb.load_state_dict(ga.state_dict())
-    for i in range(WARMUP + 4):
-        x = rand(16, 1, 16, 16, seed=i).cuda()
-        y = (torch.arange(16) % 10).cuda()
-        la, _, _ = sa.step(x, y)
-        lb, _, _ = sb.step(x, y)
-        assert abs(float(la) - float(lb)) <= 1e-4 * max(1.0, abs(float(lb))), (i, la, lb)
-    assert sa._graph is not None, "the step was never captured"
-    for (name, a), b in zip(ga.state_dict().items(), gb.state_dict().values()):
-        assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), name
-    sa.sync_host()
-    assert all(m._step_h == WARMUP + 4 for m in mcgraph.masks.mask_modules(ga))
+    old = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True
+    try:
+        (ga, sa), (gb, sb) = _graph_setup(True, fan_in), _graph_setup(False, fan_in)
+        for i in range(WARMUP + 3):
+            gb.load_state_dict(ga.state_dict())
+            if i >= WARMUP:          # the eager side takes the same optimizer state, fused too
+                sb.opt.load_state_dict(sa.opt.state_dict())
+            x = rand(16, 1, 16, 16, seed=i).cuda()
+            y = (torch.arange(16) % 10).cuda()
+            la, _, _ = sa.step(x, y)
+            lb, _, _ = sb.step(x, y)
+            assert abs(float(la) - float(lb)) <= 1e-5 * max(1.0, abs(float(lb))), (i, la, lb)
+        assert sa._graph is not None, "the step was never captured"
+        for (name, a), b in zip(ga.state_dict().items(), gb.state_dict().values()):
+            assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), name
+        sa.sync_host()
+        assert all(m._step_h == WARMUP + 3 for m in mcgraph.masks.mask_modules(ga))
+    finally:
+        torch.backends.cudnn.deterministic = old
 
 
 @cuda
