@@ -268,8 +268,8 @@ def test_captured_step_equals_the_eager_device_step(exact_fp32, fan_in):
         (ga, sa), (gb, sb) = _graph_setup(True, fan_in), _graph_setup(False, fan_in)
         for i in range(WARMUP + 3):
             gb.load_state_dict(ga.state_dict())
-            if i >= WARMUP:          # the eager side takes the same optimizer state, fused too
-                sb.opt.load_state_dict(sa.opt.state_dict())
+            if i >= WARMUP:          # the eager side takes a copy of the same optimizer state
+                sb.opt.load_state_dict(copy.deepcopy(sa.opt.state_dict()))   # (not aliases)
             x = rand(16, 1, 16, 16, seed=i).cuda()
             y = (torch.arange(16) % 10).cuda()
             la, _, _ = sa.step(x, y)
