@@ -145,7 +145,7 @@ def precision_table(args, tmp: Path) -> None:
              f"{base['latency_ms'][b] / q['latency_ms'][b]:.2f}x"] for b in ("1", str(args.batch))]
     top1 = rep.get("top1", {})
     print(f"\nint8 (QDQ, {rep.get('quantization', {})}) vs fp32, onnxruntime, {args.threads} threads; "
-          f"top-1 on {args.data}'s test split: " + ", ".join(f"{k} {v:.4f}" for k, v in top1.items()))
+          f"top-1 on {args.data}'s test split: " + ", ".join(f"{k} {v:.2f}%" for k, v in top1.items()))
     print_table(rows, ["checkpoint", "weights", "batch", "fp32 ms", "int8 ms", "int8 speed-up"])
 
 

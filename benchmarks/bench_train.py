@@ -33,9 +33,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import print_table, saved_activation_bytes  # noqa: E402
 
 import mcgraph  # noqa: E402
-from mcgraph.constraints import constrain_masks_  # noqa: E402
 from mcgraph.masks import mask_modules, set_grad_samples  # noqa: E402
 from mcgraph.train.build import apply_connectivity, training_view  # noqa: E402
+from mcgraph.train.config import TrainConfig  # noqa: E402
+from mcgraph.train.step import Stepper  # noqa: E402
 
 
 
@@ -48,17 +49,14 @@ class Variant:
 
 
 def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    """One SGD-with-momentum step, masks constrained as the trainer does."""
+    """The trainer's own step (mcgraph.train.step.Stepper: SGD with the masks' group, the
+    mask constraint), on ``model`` as it is (learning, frozen or plain)."""
     model.train()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        constrain_masks_(model)
-    return step
+    stepper = Stepper(model, TrainConfig(model="bench", device="cpu"), torch.device("cpu"),
+                      channels_last=x.is_contiguous(memory_format=torch.channels_last)
+                      and not x.is_contiguous())
+    stepper.set_net(model)
+    return lambda: stepper.step(x, y) and None
 
 
 def saved_mib(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

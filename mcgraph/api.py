@@ -19,6 +19,7 @@ from .checkpoint import VERSION, read_checkpoint, write_checkpoint
 from .config import RewriteConfig, default
 from .errors import McGraphError, state_dict_error
 from .ir import META, carried_dag, dag_of
+from .readiness import wiring_state
 from .masks import mask_modules
 from .passes import (ConvAdapters, DiscoverBlocks, EliminateDead, FindModules, Freeze, FuseBranches, InsertMasks,
                      LowerMasks, PruneBranches, SplitBranches, probe_input, run_passes)
@@ -172,9 +173,10 @@ class CompileReport:
     precision_max_abs_diff: float | None = None   # that file vs the fp32 export, random inputs
     quantization: dict[str, Any] = field(default_factory=dict)   # int8: how it was calibrated
     top1: dict[str, float] = field(default_factory=dict)   # test split, per precision (with data)
-    agreement: dict[str, float] = field(default_factory=dict)   # argmax equal to fp32's, fraction
+    agreement: dict[str, float] = field(default_factory=dict)   # argmax equal to fp32's, percent
     eval_images: int | None = None
     notes: list[str] = field(default_factory=list)
+    wiring: str = ""              # how decided the compiled wiring was (mcgraph.readiness)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,16 +199,22 @@ def optimize_passes(model: fx.GraphModule) -> list:
     return [ConvAdapters()]
 
 
-def compile(model: fx.GraphModule, check_batch: int = 4,
-            optimize: bool = True) -> tuple[fx.GraphModule, CompileReport]:
+def compile(model: fx.GraphModule, check_batch: int = 4, optimize: bool = True,
+            check_wiring: bool = True) -> tuple[fx.GraphModule, CompileReport]:
     """Freeze the masks, lower them to plain adds, remove dead modules, then (``optimize``)
     rewrite for inference speed (:func:`optimize_passes`); every pass is checked.
 
     Returns the slim GraphModule (eval mode, no masks, carrying its DAG) and a
     :class:`CompileReport` whose ``params_after`` counts the pruned model's parameters before
-    the inference rewrites fold BatchNorms. The model passed in is not modified."""
+    the inference rewrites fold BatchNorms. The model passed in is not modified.
+
+    A wiring that is not decided is refused (``check_wiring``): masks still learning, or a
+    top-K decided by ties (:mod:`mcgraph.readiness`)."""
     if not mask_modules(model):
         raise McGraphError("compile", f"{model._get_name()} has no masks; rewrite it first")
+    state = wiring_state(model)
+    if check_wiring and state.problem():
+        raise McGraphError("compile", str(state.problem()))
     gm = copy.deepcopy(model)
     probe = probe_input(gm, check_batch)
     with torch.no_grad():
@@ -226,7 +234,7 @@ def compile(model: fx.GraphModule, check_batch: int = 4,
         mask_params=count_params(model, masks=True), modules_before=len(dag.blocks()),
         modules_after=len(dag.blocks()) - len(dead), removed=dead, input_shape=list(input_shape(model)),
         max_abs_diff=float((ref - out).abs().max()), output_scale=float(ref.abs().max()),
-        passes=[asdict(r) for r in result.records])
+        passes=[asdict(r) for r in result.records], wiring=state.describe())
     return slim, report
 
 

@@ -251,8 +251,6 @@ def enable(model: nn.Module) -> bool:
     """Make every learning module-level mask of ``model`` (a masked GraphModule) use device
     wiring in training forwards. Returns whether any does. Branch-level masks keep the eager
     op. Undo with :func:`disable` (before host code reads the masks' sampling state)."""
-    from .masks import MaskConnect
-
     if not isinstance(model, fx.GraphModule):
         return False
     plans, shapes = plan(model)

@@ -12,11 +12,14 @@ import torch
 
 from . import deploy, precision
 from .api import CompileReport, compile, count_params, load, rewrite, save
+from .accuracy import check_classes
 from .config import CompileConfig, RewriteConfig
+from .datainfo import checkpoint_data
 from .errors import McGraphError
 from .io import atomic_path, check_out_path, write_text_atomic
 from .ir import dag_of
-from .masks import mask_modules
+from .masks import freeze_masks, mask_modules
+from .readiness import wiring_state
 from .passes import export_onnx
 
 
@@ -55,12 +58,18 @@ def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
     masked = load(cfg.checkpoint, trust_code=cfg.trust_code)
     shape = masked.meta["mcgraph"]["rewrite"]["input_shape"]
     data = precision.load_matching_data(cfg.data, cfg.data_dir, shape) if cfg.data else None
+    if data is not None:           # before any export: a mismatch would only show at top-1
+        check_classes("compile", cfg.checkpoint, masked.meta["mcgraph"]["rewrite"]["model_kwargs"]
+                      .get("num_classes"), data.spec.name, data.spec.num_classes)
+    masked, note = freeze_learning_masks(masked, data)
     slim, report = compile(masked)
+    report.notes += [note] if note else []
     report.precision = cfg.precision
     with atomic_path(out, "compile") as staged, \
             tempfile.TemporaryDirectory(prefix="mcgraph-compile-") as tmp:
         fp32 = staged if cfg.precision == "fp32" else Path(tmp) / "fp32.onnx"
-        export_onnx(slim, fp32, tuple(report.input_shape), opset=cfg.opset)
+        export_onnx(slim, fp32, tuple(report.input_shape), opset=cfg.opset,
+                    data=checkpoint_data(cfg.checkpoint))
         if cfg.verify:
             report.onnx_max_abs_diff = verify_onnx(masked, fp32, cfg.batch_sizes, cfg.tolerance)
         if cfg.precision == "int8":
@@ -95,6 +104,28 @@ def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
     if cfg.report:
         write_text_atomic(cfg.report, json.dumps(report.to_dict(), indent=2) + "\n", "compile")
     return report
+
+
+def freeze_learning_masks(masked: torch.fx.GraphModule, data: Any) -> tuple[torch.fx.GraphModule, str]:
+    """A checkpoint whose masks were still learning, given data: freeze the masks to their top-K
+    and re-estimate BatchNorm's statistics for that wiring on training batches (what the
+    trainer's evaluation does), and say so. Without data, or when no mask learns, unchanged
+    (:func:`mcgraph.compile` then refuses what is not decided)."""
+    state = wiring_state(masked)
+    if data is None or not state.learning:
+        return masked, ""
+    import itertools
+    from .config import default
+    from .train.config import TrainConfig
+    from .train.data import make_loader
+    from .train.metrics import recalibrate_bn
+    freeze_masks(masked)
+    n, bs = default(TrainConfig, "bn_recalibration_batches"), default(TrainConfig, "batch_size")
+    batches = make_loader(data, "train", bs, shuffle=True, augment=False, seed=0)
+    masked = recalibrate_bn(masked, itertools.islice(iter(batches), n))
+    return masked, (f"{len(state.learning)} masks were still learning ({state.steps} steps): froze "
+                    f"them to their top-K and re-estimated BatchNorm on {n} training batches of "
+                    f"{data.spec.name}; the weights never trained on this wiring alone")
 
 
 def verify_onnx(masked: torch.nn.Module, path: Path, batch_sizes: tuple[int, ...] = (1, 4),

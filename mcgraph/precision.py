@@ -3,7 +3,7 @@
     info = quantize_int8("fp32.onnx", "int8.onnx", load_data("fashion-mnist"))   # static, QDQ
     convert_fp16("fp32.onnx", "fp16.onnx")                # float16 weights, float32 inputs/outputs
     compare_to_fp32("fp16.onnx", "fp32.onnx", "fp16", check_inputs((1, 28, 28)), tolerance=1e-2)
-    ev = top1_on_test_split({"fp32": "fp32.onnx", "int8": "int8.onnx"}, data)
+    ev = top1_on_test_split({"fp32": "fp32.onnx", "int8": "int8.onnx"}, data)   # percent
 
 int8 is onnxruntime's static quantization: ``quant_pre_process`` (shape inference and
 onnxruntime's basic graph optimizations), then ``quantize_static`` in QDQ format with int8
@@ -40,6 +40,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from . import deploy
+from .accuracy import check_classes, count_correct, percent, predictions
 from .config import Precision
 from .errors import McGraphError, first_line
 from .train.data import Data, load_data, make_loader
@@ -217,8 +218,8 @@ def runs_natively(precision: Precision) -> bool:
 
 @dataclass
 class Top1:
-    """Top-1 on the test split per precision, and the fraction of images where each precision's
-    prediction equals fp32's."""
+    """Top-1 on the test split per precision, in percent, and the percentage of images where
+    each precision's prediction equals fp32's (predictions and counts: :mod:`mcgraph.accuracy`)."""
     images: int
     top1: dict[str, float] = field(default_factory=dict)
     agreement: dict[str, float] = field(default_factory=dict)
@@ -229,7 +230,7 @@ def top1_on_test_split(models: dict[str, PathLike], data: Data, images: int | No
                        batch_size: int = EVAL_BATCH) -> Top1:
     """Evaluate each ``{precision: path}`` (fp32 among them) in onnxruntime on the first
     ``images`` test images (None: all). fp16 is skipped, with a note, where onnxruntime would
-    not compute in float16."""
+    not compute in float16. A model whose class count is not the data set's is refused."""
     if "fp32" not in models:
         raise McGraphError("compile", "top-1 needs the fp32 model as the reference")
     loader = make_loader(data, "test", batch_size, shuffle=False, augment=False, max_samples=images)
@@ -241,16 +242,20 @@ def top1_on_test_split(models: dict[str, PathLike], data: Data, images: int | No
                             f"Conv (it would cast and compute in float32)")
             continue
         sessions[p] = deploy.make_session(path, device="auto" if p == "fp16" else "cpu")
-    preds: dict[str, list[np.ndarray]] = {p: [] for p in sessions}
-    labels = []
+    correct = dict.fromkeys(sessions, 0)
+    agree = dict.fromkeys(sessions, 0)
     for x, y in loader:
-        labels.append(y.numpy())
+        preds = {}
         for p, sess in sessions.items():
-            preds[p].append(deploy.run(sess, x).argmax(axis=1))
-    truth = np.concatenate(labels)
-    pred = {p: np.concatenate(v) for p, v in preds.items()}
+            logits = deploy.run(sess, x)
+            check_classes("compile", Path(models[p]).name, logits.shape[1], data.spec.name,
+                          data.spec.num_classes)
+            correct[p] += count_correct(logits, y)[0]
+            preds[p] = predictions(logits)
+        for p in sessions:
+            agree[p] += int((preds[p] == preds["fp32"]).sum())
     for p in sessions:
-        ev.top1[p] = round(float((pred[p] == truth).mean()), 6)
+        ev.top1[p] = round(percent(correct[p], ev.images), 4)
         if p != "fp32":
-            ev.agreement[p] = round(float((pred[p] == pred["fp32"]).mean()), 6)
+            ev.agreement[p] = round(percent(agree[p], ev.images), 4)
     return ev

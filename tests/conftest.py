@@ -10,10 +10,14 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture
 def masked_resnet20():
-    """Factory: a masked CIFAR ResNet-20 for 1x16x16 inputs (small and fast)."""
-    import mcgraph
+    """Factory: a masked CIFAR ResNet-20 for 1x16x16 inputs (small and fast); the function
+    helpers.masked_resnet20, for tests that build one outside a test function."""
+    import helpers
+    return helpers.masked_resnet20
 
-    def make(fan_in=1, init="random", seed=0, num_classes=10):
-        return mcgraph.rewrite("resnet20", fan_in=fan_in, init=init, seed=seed, in_channels=1,
-                               num_classes=num_classes, input_size=(16, 16))
-    return make
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """The synthetic data set (mcgraph.train.data), loaded once per test module."""
+    from mcgraph.train.data import load_data
+    return load_data("synthetic")

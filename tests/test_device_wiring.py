@@ -3,27 +3,10 @@ input gradients and every mask gradient; shared stage buffers with owners; the o
 import pytest
 import torch
 
-import mcgraph
-from helpers import assert_same_outputs, rand
+from helpers import (CANDIDATE_STRIDES, assert_same_outputs, candidate_inputs, dense_masked_sum,
+                     masked_resnet20, rand)
 from mcgraph import device_wiring as dw
 from mcgraph.masks import KHotMask, adapt, mask_modules
-
-SHAPES = [(6, 8, 4, 4), (6, 8, 8, 8), (6, 4, 4, 4), (6, 4, 8, 8), (6, 8, 7, 7)]
-STRIDES = [(1, 1), (2, 2), (1, 1), (2, 2), (2, 2)]
-
-
-def _inputs(channels_last: bool, dtype=torch.float32):
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return [rand(*s, seed=i).to(dtype).contiguous(memory_format=fmt).requires_grad_(True)
-            for i, s in enumerate(SHAPES)]
-
-
-def _dense(ys, chosen, scale, rows=None):
-    m = torch.zeros(len(ys))
-    m[list(chosen)] = 1.0
-    m.requires_grad_(True)
-    x = scale * sum(m[k] * adapt(y, *STRIDES[k], 8) for k, y in enumerate(ys))
-    return x, m
 
 
 def _op(ys, chosen, scale, samples=None, mode="raw"):
@@ -34,7 +17,7 @@ def _op(ys, chosen, scale, samples=None, mode="raw"):
     stage = pool.stage(0, ys[0], (8, 4, 4), cl)
     mask = torch.full((len(ys),), 0.5, requires_grad=True)
     out = dw.DeviceMaskedSum.apply(mask, torch.tensor(chosen), p, stage, torch.arange(len(ys)),
-                                   tuple(STRIDES), 8, mode, scale, samples, *ys)
+                                   tuple(CANDIDATE_STRIDES), 8, mode, scale, samples, *ys)
     return out, mask
 
 
@@ -42,12 +25,12 @@ def _op(ys, chosen, scale, samples=None, mode="raw"):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_op_equals_dense_reference(k, channels_last):
     chosen = tuple(range(5))[-k:] if k % 2 else tuple(range(k))
-    ys = _inputs(channels_last)
+    ys = candidate_inputs(channels_last)
     out, mask = _op(ys, chosen, 1.0 / k)
     g = rand(*out.shape, seed=99)
     (out * g).sum().backward()
     ys_ref = [y.detach().clone().requires_grad_(True) for y in ys]
-    x_ref, m_ref = _dense(ys_ref, chosen, 1.0 / k)
+    x_ref, m_ref = dense_masked_sum(ys_ref, chosen, 1.0 / k)
     (x_ref * g).sum().backward()
     assert_same_outputs(x_ref, out, rel=1e-6)
     assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
@@ -59,25 +42,25 @@ def test_op_equals_dense_reference(k, channels_last):
 
 def test_batch_prefix_estimate_matches_the_eager_op():
     from mcgraph.masked_sum import MaskedSum
-    ys = _inputs(False)
+    ys = candidate_inputs(False)
     out, mask = _op(ys, (1, 3), 0.5, samples=2, mode="normalized")
     g = rand(*out.shape, seed=5)
     (out * g).sum().backward()
     ref_mask = torch.full((5,), 0.5, requires_grad=True)
-    ref = MaskedSum.apply(ref_mask, (1, 3), tuple(STRIDES), 8, "normalized", 0.5, 2,
+    ref = MaskedSum.apply(ref_mask, (1, 3), tuple(CANDIDATE_STRIDES), 8, "normalized", 0.5, 2,
                           *[y.detach() for y in ys])
     (ref * g).sum().backward()
     assert torch.allclose(mask.grad, ref_mask.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_bf16_buffers_give_fp32_mask_gradients():
-    ys = [y.detach().to(torch.bfloat16) for y in _inputs(True)]
+    ys = [y.detach().to(torch.bfloat16) for y in candidate_inputs(True)]
     out, mask = _op(ys, (0,), 1.0)
     assert out.dtype == torch.bfloat16
     g = rand(*out.shape, seed=3).to(torch.bfloat16)
     out.backward(g)
     want = torch.stack([(g.float()[:, : y.shape[1]] * adapt(y.float(), *s, y.shape[1])).sum()
-                        for y, s in zip(ys, STRIDES)])
+                        for y, s in zip(ys, CANDIDATE_STRIDES)])
     assert mask.grad.dtype == torch.float32
     assert torch.allclose(mask.grad, want, rtol=1e-2, atol=1e-2)
 
@@ -92,9 +75,7 @@ def test_gumbel_noise_is_a_fixed_function_of_its_counters():
 
 
 def _model(fan_in: int, size: int = 8):
-    gm = mcgraph.rewrite("resnet20", fan_in, "random", num_classes=10, in_channels=1,
-                         input_size=(size, size), seed=3)
-    return gm.train()
+    return masked_resnet20(fan_in, "random", seed=3, size=size).train()
 
 
 def _grads(gm):

@@ -5,30 +5,13 @@ import types
 import pytest
 import torch
 
-import mcgraph
-from helpers import assert_same_outputs, rand
+from helpers import (CANDIDATE_STRIDES, assert_same_outputs, candidate_inputs, dense_masked_sum,
+                     rand)
 from mcgraph.masked_sum import MaskedSum, candidate_grads
 from mcgraph.masks import adapt, mask_modules, set_grad_samples
 
-# candidates of mixed shapes for an (N, 8, 4, 4) input: same shape, 2x larger spatially, fewer
-# channels, both (the cross-stage case), and an odd size
-SHAPES = [(6, 8, 4, 4), (6, 8, 8, 8), (6, 4, 4, 4), (6, 4, 8, 8), (6, 8, 7, 7)]
-STRIDES = [(1, 1), (2, 2), (1, 1), (2, 2), (2, 2)]
-
-
-def _inputs(channels_last: bool, dtype=torch.float32):
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return [rand(*s, seed=i).to(dtype).contiguous(memory_format=fmt).requires_grad_(True)
-            for i, s in enumerate(SHAPES)]
-
-
-def _dense(ys, chosen, scale, out_channels=8):
-    """x = scale * sum_k m_k adapt(y_k), m a dense K-hot tensor: autograd gives <g, adapt(y_k)>."""
-    m = torch.zeros(len(ys))
-    m[list(chosen)] = 1.0
-    m.requires_grad_(True)
-    x = scale * sum(m[k] * adapt(y, *STRIDES[k], out_channels) for k, y in enumerate(ys))
-    return x, m
+# the candidates (helpers.CANDIDATE_SHAPES) have mixed shapes for an (N, 8, 4, 4) input; the
+# dense reference (helpers.dense_masked_sum) gives every candidate's mask gradient
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
@@ -36,13 +19,13 @@ def _dense(ys, chosen, scale, out_channels=8):
 def test_op_equals_dense_reference(k, channels_last):
     chosen = tuple(range(5))[-k:] if k % 2 else tuple(range(k))
     scale = 1.0 / k
-    ys = _inputs(channels_last)
+    ys = candidate_inputs(channels_last)
     mask = torch.full((5,), 0.5, requires_grad=True)
-    out = MaskedSum.apply(mask, chosen, tuple(STRIDES), 8, "raw", scale, None, *ys)
+    out = MaskedSum.apply(mask, chosen, tuple(CANDIDATE_STRIDES), 8, "raw", scale, None, *ys)
     g = rand(*out.shape, seed=99)
     (out * g).sum().backward()
     ys_ref = [y.detach().clone().requires_grad_(True) for y in ys]
-    x_ref, m_ref = _dense(ys_ref, chosen, scale)
+    x_ref, m_ref = dense_masked_sum(ys_ref, chosen, scale)
     (x_ref * g).sum().backward()
     assert_same_outputs(x_ref, out, rel=1e-6)
     assert torch.allclose(mask.grad, m_ref.grad, rtol=1e-5, atol=1e-5), (mask.grad, m_ref.grad)
@@ -54,28 +37,28 @@ def test_op_equals_dense_reference(k, channels_last):
 
 
 def test_subsample_is_the_prefix_estimate_and_unbiased_over_orders():
-    ys = [y.detach() for y in _inputs(False)]
+    ys = [y.detach() for y in candidate_inputs(False)]
     g = rand(6, 8, 4, 4, seed=7)
-    full = candidate_grads(g, tuple(ys), tuple(STRIDES))
-    est = candidate_grads(g, tuple(ys), tuple(STRIDES), samples=2)
+    full = candidate_grads(g, tuple(ys), tuple(CANDIDATE_STRIDES))
+    est = candidate_grads(g, tuple(ys), tuple(CANDIDATE_STRIDES), samples=2)
     prefix = torch.stack([(g[:2, : y.shape[1]] * adapt(y[:2], *s, y.shape[1])).sum()
-                          for y, s in zip(ys, STRIDES)]) * 3
+                          for y, s in zip(ys, CANDIDATE_STRIDES)]) * 3
     assert torch.allclose(est, prefix, rtol=1e-5)
     assert not torch.allclose(est, full, rtol=1e-2)       # an estimate, not the full gradient
     # the three disjoint prefixes of three rotated batch orders average to the full gradient
     rolled = [candidate_grads(g.roll(2 * i, 0), tuple(y.roll(2 * i, 0) for y in ys),
-                              tuple(STRIDES), samples=2) for i in range(3)]
+                              tuple(CANDIDATE_STRIDES), samples=2) for i in range(3)]
     assert torch.allclose(sum(rolled) / 3, full, rtol=1e-5, atol=1e-5)
-    assert torch.equal(candidate_grads(g, tuple(ys), tuple(STRIDES), samples=6), full)
+    assert torch.equal(candidate_grads(g, tuple(ys), tuple(CANDIDATE_STRIDES), samples=6), full)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fp16_mask_gradients_stay_finite_under_a_65536_loss_scale(channels_last):
-    ys = [(y.detach() * 30).half() for y in _inputs(channels_last)]    # post-ReLU-sized values
+    ys = [(y.detach() * 30).half() for y in candidate_inputs(channels_last)]   # post-ReLU size
     g = (rand(6, 8, 4, 4, seed=3) * 0.05 * 65536).half()                # a scaled loss gradient
     assert not torch.isfinite(g[:, :4] * ys[2]).all()                  # fp16 products overflow
-    got = candidate_grads(g, tuple(ys), tuple(STRIDES))
-    want = candidate_grads(g.float(), tuple(y.float() for y in ys), tuple(STRIDES))
+    got = candidate_grads(g, tuple(ys), tuple(CANDIDATE_STRIDES))
+    want = candidate_grads(g.float(), tuple(y.float() for y in ys), tuple(CANDIDATE_STRIDES))
     assert got.dtype == torch.float32 and torch.isfinite(got).all()
     assert torch.allclose(got, want, rtol=1e-4)
 

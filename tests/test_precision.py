@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import ort_logits
 from onnx.reference import ReferenceEvaluator
 from tiny_trained import trained_checkpoint
 
@@ -32,11 +33,6 @@ def env(tmp_path_factory):
     x, y = next(iter(make_loader(data, "test", 256, shuffle=False, augment=False)))
     return SimpleNamespace(fp32=fp32, data=data, x=x.numpy(), y=y.numpy(),
                            ref=ort_logits(fp32, x.numpy()))
-
-
-def ort_logits(path, x):
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
 def producers(model):
@@ -75,9 +71,9 @@ def test_int8_is_qdq_and_agrees_with_fp32(env, tmp_path, per_channel, scheme):
         (top1_fp32, top1_int8, agree)
     assert 0 < np.abs(q - env.ref).max()                     # it is quantized, not a copy
     ev = precision.top1_on_test_split({"fp32": env.fp32, "int8": out}, env.data)
-    assert ev.images == 256 and ev.top1 == {"fp32": pytest.approx(top1_fp32),
-                                            "int8": pytest.approx(top1_int8)}
-    assert ev.agreement == {"int8": pytest.approx(agree)} and ev.notes == []
+    assert ev.images == 256 and ev.top1 == {"fp32": pytest.approx(100 * top1_fp32, abs=1e-4),
+                                            "int8": pytest.approx(100 * top1_int8, abs=1e-4)}
+    assert ev.agreement == {"int8": pytest.approx(100 * agree, abs=1e-4)} and ev.notes == []
 
 
 def test_fp16_keeps_float32_io_and_matches_fp32_in_the_reference_evaluator(env, tmp_path):
@@ -113,7 +109,8 @@ def test_fp16_top1_is_measured_only_where_onnxruntime_computes_float16(env, tmp_
     cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     assert precision.runs_natively("fp16") is cuda and precision.runs_natively("int8")
     ev = precision.top1_on_test_split({"fp32": env.fp32, "fp16": out}, env.data, images=32)
-    assert ev.images == 32 and ev.top1["fp32"] == (env.ref[:32].argmax(1) == env.y[:32]).mean()
+    assert ev.images == 32 and ev.top1["fp32"] == pytest.approx(
+        100 * (env.ref[:32].argmax(1) == env.y[:32]).mean(), abs=1e-4)
     if not cuda:
         assert set(ev.top1) == {"fp32"} and len(ev.notes) == 1 and "fp16 top-1 not measured" \
             in ev.notes[0]

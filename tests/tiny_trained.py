@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from helpers import masked_resnet20
 
 import mcgraph
 from mcgraph.masks import mask_modules
@@ -25,8 +26,8 @@ def trained_checkpoint(tmp_path_factory) -> Path:
 
 def _train(path: Path) -> Path:
     torch.manual_seed(0)
-    gm = mcgraph.rewrite("resnet20", fan_in=1, init="prev", in_channels=1, input_size=(16, 16))
-    masks = {id(m.mask) for m in mask_modules(gm)}          # the wiring stays as it is
+    gm = mcgraph.freeze_masks(masked_resnet20(fan_in=1, init="prev"))   # the original wiring
+    masks = {id(m.mask) for m in mask_modules(gm)}
     opt = torch.optim.SGD([p for p in gm.parameters() if id(p) not in masks], lr=LR, momentum=0.9)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, STEPS)
     data, step = load_data("synthetic"), 0

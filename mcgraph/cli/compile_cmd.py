@@ -51,14 +51,40 @@ def compile_cmd(checkpoint, out, report, no_verify, opset, precision, data, data
         return
     d = rep.to_dict()
     ops, passes, notes = d.pop("onnx_ops"), d.pop("passes"), d.pop("notes")
+    d.pop("wiring")
     d["removed"] = ", ".join(d["removed"]) or "-"
     d["onnx_ops"] = ", ".join(f"{k}:{v}" for k, v in ops.items())
     d["passes"] = ", ".join(f"{p['name']} (diff {p['max_abs_diff']:.1e})" if p["max_abs_diff"] is not None
                             else p["name"] for p in passes)
-    for key in ("quantization", "top1", "agreement"):
-        d[key] = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                           for k, v in d[key].items()) or "-"
+    d["quantization"] = ", ".join(f"{k} {v}" for k, v in d["quantization"].items()) or "-"
+    for key in ("top1", "agreement"):
+        d[key] = ", ".join(f"{k} {v:.2f}%" for k, v in d[key].items()) or "-"
     click.echo(table(list(d.items()), ["", "value"]))
-    click.echo("verified: onnxruntime matches PyTorch" if cfg.verify else "not verified (--no-verify)")
+    click.echo(f"wiring: {rep.wiring}")
+    for line in verdict(rep, cfg.verify):
+        click.echo(line)
     for note in notes:
         click.echo(f"note: {note}")
+
+
+def verdict(rep, verified: bool) -> list[str]:
+    """What was checked, never more: the fp32 export against PyTorch; fp16 within a tolerance of
+    fp32; int8 is lossy, so its difference and (with --data) accuracy and agreement are shown,
+    never called verified."""
+    out = [f"verified: the fp32 ONNX export matches PyTorch in onnxruntime (max |diff| "
+           f"{rep.onnx_max_abs_diff:.2g})" if verified and rep.onnx_max_abs_diff is not None
+           else "not verified (--no-verify)"]
+    if rep.precision == "fp16" and rep.precision_max_abs_diff is not None:
+        out.append(f"fp16: within tolerance of fp32 (max |diff| {rep.precision_max_abs_diff:.2g})")
+    if rep.precision == "int8":
+        diff = rep.precision_max_abs_diff
+        line = "int8 is lossy, not verified" + (f": max |diff| {diff:.2g} from fp32" if diff else "")
+        if "int8" in rep.top1 and "fp32" in rep.top1:
+            loss = rep.top1["fp32"] - rep.top1["int8"]
+            line += (f"; top-1 {rep.top1['int8']:.2f}% against fp32's {rep.top1['fp32']:.2f}% "
+                     f"({-loss:+.2f} points), same prediction as fp32 on "
+                     f"{rep.agreement.get('int8', float('nan')):.2f}% of images")
+        else:
+            line += "; give --data to measure its accuracy and agreement with fp32"
+        out.append(line)
+    return out

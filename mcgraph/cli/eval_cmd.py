@@ -17,11 +17,16 @@ from ._common import emit_json, table, trust_code_option
 @trust_code_option()
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(model, data, data_dir, batch_size, device, max_samples, trust_code, as_json):
-    """Test accuracy of a checkpoint (PyTorch) or an ONNX file (onnxruntime)."""
+    """Test accuracy, in percent, of a checkpoint (PyTorch) or an ONNX file (onnxruntime).
+
+    Refuses a model whose class count or input size is not the data set's; warns when the
+    model was trained with another normalization or other class names than the data set's."""
     from ..evaluate import evaluate_path
     res = evaluate_path(model, data, data_dir=data_dir, batch_size=batch_size, device=device,
                         max_samples=max_samples, trust_code=trust_code)
+    for line in res.get("warnings", []):      # stderr: stdout stays the table or the JSON
+        click.echo(f"warning: {line}", err=True)
     if as_json:
         emit_json(res)
     else:
-        click.echo(table(list(res.items()), ["", "value"]))
+        click.echo(table([(k, v) for k, v in res.items() if k != "warnings"], ["", "value"]))

@@ -50,6 +50,11 @@ C = TrainConfig
                "(a notice says so; config.json and the next metrics row record it); --max-steps "
                "and --device are this call's; any other option given with a value different from "
                "the saved run's is refused.")
+@config_option(C, "overwrite", is_flag=True, help="Start over in an OUT that holds a run (its "
+               "run files are deleted first); without it such an OUT is refused.")
+@config_option(C, "amp_dtype", help="Autocast dtype on CUDA (auto: bfloat16 where the GPU has it).")
+@config_option(C, "cuda_graph", "--cuda-graph/--no-cuda-graph", help="Replay each step as a CUDA "
+               "graph (default: where it can run: one CUDA process, no fp16 loss scaling).")
 @config_option(C, "max_steps", type=int, help="Stop after this many steps (state is saved).")
 @config_option(C, "save_every", type=int, help="Also write last.pt every N optimizer steps (a "
                "killed run loses at most N; default: at epoch ends and on Ctrl-C/SIGTERM).")
@@ -70,16 +75,24 @@ def train_cmd(model, out, no_progress, as_json, **options):
     ctx = click.get_current_context()
     given = [name for name in options
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-    res = train(cfg, given=given)
-    summary = {"out": res.out, "epochs_done": res.epochs_done, "steps": res.steps,
-               "best_test_acc": res.best_acc, "best_val_acc": res.best_val_acc,
-               "best_epoch": res.best_epoch, "last_test_acc": res.last_acc,
-               "seconds": round(res.seconds, 1), "stopped": res.stopped,
-               "best": f"{res.out}/best.pt", "last": f"{res.out}/last.pt"}
+    res = summary(train(cfg, given=given))
     if as_json:
-        emit_json(summary)
+        emit_json(res)
     else:
-        click.echo(table(list(summary.items()), ["", "value"]))
+        click.echo(table(list(res.items()), ["", "value"]))
+
+
+def summary(res) -> dict:
+    """What the run left: only figures it measured and files that exist (a run stopped before
+    its first epoch ended has no best.pt and no accuracy)."""
+    out = {"out": res.out, "epochs_done": res.epochs_done, "steps": res.steps,
+           "best_test_acc": res.best_acc, "best_val_acc": res.best_val_acc,
+           "best_epoch": res.best_epoch or None, "last_test_acc": res.last_acc,
+           "seconds": round(res.seconds, 1), "stopped": res.stopped}
+    for name in ("best", "last"):
+        if os.path.isfile(os.path.join(res.out, f"{name}.pt")):
+            out[name] = f"{res.out}/{name}.pt"
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _run_name(model: str) -> str:

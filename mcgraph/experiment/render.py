@@ -8,6 +8,7 @@ The copied folder has the run root's layout, so the page re-renders from it alon
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -19,10 +20,10 @@ from typing import Any
 from ..config import default
 from ..io import atomic_path, write_text_atomic
 from ..train.config import TrainConfig
-from .runner import read_metrics
-from .spec import WHERE, Spec, TableSpec, check_dir_path, read_result, run_dir, run_name
+from ..rundir import CONFIG, METRICS, RESULT, read_config, read_metrics, read_result
+from .spec import WHERE, Spec, TableSpec, check_dir_path, run_dir, run_name
 
-SMALL_FILES = ("config.json", "metrics.jsonl", "result.json")
+SMALL_FILES = (CONFIG, METRICS, RESULT)
 DASH = "—"
 
 
@@ -76,9 +77,32 @@ def render(spec: Spec, root: str | os.PathLike, path_md: str | os.PathLike, *,
                 for r in g.runs:
                     _copy_small(r.dir, run_dir(assets / "runs", t.name, r.config, r.model, r.seed))
         lines += table_section(t, groups, assets, len(t.models) > 1)
+        if t.name == DEMO_TABLE:
+            write_demo_baseline(t, groups)
     lines += budget_section(spec, all_runs)
     write_text_atomic(path_md, "\n".join(lines).rstrip() + "\n", WHERE)
     return path_md
+
+
+DEMO_TABLE = "demo"
+
+
+def write_demo_baseline(t: TableSpec, groups: list[Group]) -> Path:
+    """The demo's baseline as package data (``mcgraph/data/demo_baseline.json``): each
+    config's finished runs of the demo table with their recipe and the CPU they trained on,
+    so an installed ``mcgraph demo`` can compare itself with runs of the same budget and say
+    whether they ran on this kind of machine (see mcgraph.demo)."""
+    from .. import demo
+    runs = [{"config": g.config, "model": g.model, "seed": r.seed,
+             "test_acc": r.result["test_acc"], "val_acc": r.result.get("best_val_acc"),
+             "processor": (r.result.get("machine") or {}).get("processor"),
+             "recipe": {k: (read_config(r.dir) or {}).get(k) for k in demo.SAME_BUDGET}}
+            for g in groups for r in g.runs if r.result is not None]
+    path = demo.BASELINE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"table": t.name, "title": t.title, "runs": runs},
+                                       indent=1) + "\n", WHERE)
+    return path
 
 
 def check_page(path_md: str | os.PathLike) -> Path:

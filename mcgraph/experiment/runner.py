@@ -13,36 +13,29 @@ skipped, one with only ``last.pt`` is resumed, so an interrupted grid continues 
 """
 from __future__ import annotations
 
-import json
 import os
-import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
-from ..errors import McGraphError, first_line
-from ..io import write_text_atomic
+from ..errors import McGraphError
+from .. import rundir
+from ..rundir import (read_config, read_metrics, read_result, run_state, select_best,
+                      train_seconds, write_result)
 from ..sources import same_source
 from ..train.config import TrainConfig
-from .spec import (WHERE, Run, Spec, check_dir_path, load_spec, read_result, resolve_refs, run_dir,
+from .spec import (WHERE, Run, Spec, check_dir_path, load_spec, resolve_refs, run_dir,
                    runs)
 
-State = Literal["done", "resume", "new"]
 Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class PlannedRun:
     run: Run
-    state: State
+    state: rundir.State
     refs: dict[str, str]              # field -> referenced config
-
-
-def run_state(d: Path) -> State:
-    if (d / "result.json").is_file():
-        return "done"
-    return "resume" if (d / "last.pt").is_file() else "new"
 
 
 def plan(spec: Spec, root: str | os.PathLike, *, seeds: int | None = None,
@@ -61,7 +54,7 @@ def train_config(spec: Spec, run: Run, root: str | os.PathLike, progress: bool =
     opts = resolve_refs(table.options(run.config),
                         lambda other: run_dir(root, run.table, other, run.model, run.seed), run.label)
     return TrainConfig(model=run.model, seed=run.seed, out=str(run.dir), progress=progress,
-                       resume=resume, **opts)
+                       resume=resume, overwrite=not resume, **opts)   # a new run owns its dir
 
 
 def run_experiment(spec_path: str | os.PathLike, root: str | os.PathLike, *,
@@ -119,10 +112,9 @@ def remeasure_latency(spec_path: str | os.PathLike, root: str | os.PathLike, *,
     """Time every done run's compiled model again, one after another, and update its
     ``result.json``. Latencies taken right after each run share the CPU with whatever else ran
     then; this pass measures them side by side on a quiet machine. Returns the runs measured."""
-    from .. import deploy
-    from ..api import compile, load
+    from ..api import load
     from ..checkpoint import read_checkpoint
-    from ..passes import export_onnx
+    from ..measure import compile_export_time
 
     n = 0
     for p in plan(load_spec(spec_path), root, seeds=seeds, tables=tables):
@@ -130,76 +122,43 @@ def remeasure_latency(spec_path: str | os.PathLike, root: str | os.PathLike, *,
         if result is None:
             continue
         ck = read_checkpoint(p.run.dir / result["checkpoint"])
-        slim, report = compile(load(ck, trust_code=_trusted(p.run, ck)))
-        shape = tuple(report.input_shape)
-        path = export_onnx(slim, p.run.dir / "model.onnx", shape)
         try:
-            sess = deploy.make_session(path, device="cpu")
-            result["latency_ms_b1"] = deploy.latency_ms(sess, (1, *shape), repeats=repeats[0])
-            result["latency_ms_b64"] = deploy.latency_ms(sess, (64, *shape), repeats=repeats[1])
+            m = compile_export_time(load(ck, trust_code=_trusted(p.run, ck)),
+                                    p.run.dir / "model.onnx", repeats={1: repeats[0], 64: repeats[1]})
         finally:
-            path.unlink(missing_ok=True)
+            (p.run.dir / "model.onnx").unlink(missing_ok=True)
+        result["latency_ms_b1"], result["latency_ms_b64"] = m.latency_ms[1], m.latency_ms[64]
         result["latency_measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_text_atomic(p.run.dir / "result.json", json.dumps(result, indent=2) + "\n", WHERE)
+        write_result(p.run.dir, result)
         log(f"{p.run.label}: b1 {result['latency_ms_b1']:.3f} ms, b64 {result['latency_ms_b64']:.2f} ms")
         n += 1
     return n
 
 
 # ------------------------------------------------------------------ one finished run
-def read_metrics(d: Path) -> list[dict[str, Any]]:
-    """The run's metrics.jsonl rows (one per epoch); [] when absent."""
-    p = d / "metrics.jsonl"
-    if not p.is_file():
-        return []
-    try:
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-    except ValueError as e:
-        raise McGraphError(WHERE, f"{p} is not JSON lines: {first_line(e)}") from None
-
-
-def select_best(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The row of the selected epoch: the first maximum of val_acc; without val_acc, the last
-    epoch. Never the test accuracy: selecting on test would report a number chosen on it."""
-    if not rows:
-        raise McGraphError(WHERE, "no epochs recorded (metrics.jsonl is empty)")
-    with_val = [r for r in rows if r.get("val_acc") is not None]
-    if not with_val:
-        return rows[-1]
-    return max(with_val, key=lambda r: r["val_acc"])    # max keeps the first of equal values
-
-
-def train_seconds(rows: list[dict[str, Any]]) -> float:
-    return float(sum(r.get("seconds", 0.0) for r in rows))
-
-
 def finish_run(run: Run, root: str | os.PathLike, *, latency_repeats: tuple[int, int] = (50, 20),
                keep_onnx: bool = False, log: Log = print) -> dict[str, Any]:
     """Compile, export and time the selected epoch's checkpoint, draw the connectivity, and write
     ``result.json`` (last, atomically: its presence means the run is done)."""
-    from .. import deploy
-    from ..api import compile, count_params, load
+    from ..api import count_params, load
     from ..checkpoint import read_checkpoint
     from ..ir import dag_of
-    from ..passes import export_onnx
+    from ..measure import compile_export_time
     from ..plot import plot_connectivity
 
     d = run.dir
-    config = json.loads((d / "config.json").read_text())
+    config = read_config(d, WHERE) or {}
     rows = read_metrics(d)
     best = select_best(rows)
     ckpt_name, ckpt = _checkpoint_of_epoch(d, best["epoch"], log, read_checkpoint)
     masked = load(ckpt, trust_code=_trusted(run, ckpt))
-    slim, report = compile(masked)
-    shape = tuple(report.input_shape)
-    onnx_path = export_onnx(slim, d / "model.onnx", shape)
     try:
-        sess = deploy.make_session(onnx_path, device="cpu")
-        b1 = deploy.latency_ms(sess, (1, *shape), repeats=latency_repeats[0])
-        b64 = deploy.latency_ms(sess, (64, *shape), repeats=latency_repeats[1])
+        m = compile_export_time(masked, d / "model.onnx",
+                                repeats={1: latency_repeats[0], 64: latency_repeats[1]})
     finally:
         if not keep_onnx:
-            onnx_path.unlink(missing_ok=True)
+            (d / "model.onnx").unlink(missing_ok=True)
+    report, b1, b64 = m.report, m.latency_ms[1], m.latency_ms[64]
     plot_connectivity(dag_of(masked), d / "connectivity.png",
                       title=f"{run.label}: test {best['test_acc']:.2f}% (epoch {best['epoch']})")
     connectivity = config.get("connectivity", "learned")
@@ -218,7 +177,7 @@ def finish_run(run: Run, root: str | os.PathLike, *, latency_repeats: tuple[int,
         "epochs": rows[-1]["epoch"], "machine": machine(config.get("device", "cpu")),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_text_atomic(d / "result.json", json.dumps(result, indent=2) + "\n", WHERE)
+    write_result(d, result)
     return result
 
 
@@ -241,34 +200,14 @@ def _checkpoint_of_epoch(d: Path, epoch: int, log: Log, read_checkpoint) -> tupl
 
 
 def machine(device: str) -> dict[str, Any]:
-    """Where the run trained (``device``, the GPU's name on CUDA) and was timed (this machine's
-    CPU model, onnxruntime)."""
-    import onnxruntime
-    import torch
-    out = {"platform": platform.platform(), "processor": cpu_model(),
-           "cpu_count": os.cpu_count(), "torch": torch.__version__,
-           "onnxruntime": onnxruntime.__version__, "device": device}
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        out["gpu"] = torch.cuda.get_device_name()
-    return out
-
-
-def cpu_model() -> str:
-    """The CPU's model name (machines of one architecture differ 2x in speed), from
-    /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """Where the run trained (``device``) and was timed (this machine)."""
+    from ..device import machine_info
+    return machine_info(device)
 
 
 def _trusted(run: Run, ckpt: dict) -> bool:
     """The spec the user wrote names the checkpoint's model source itself, or sets trust_code
     for the run: rebuilding it runs only code the user asked to run (as when ``mcgraph train``
     is given the source again)."""
-    cfg = run.dir / "config.json"
-    said = cfg.is_file() and bool(json.loads(cfg.read_text()).get("trust_code"))
+    said = bool((read_config(run.dir, WHERE) or {}).get("trust_code"))
     return said or same_source(run.model, ckpt["description"].get("model"))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..rundir import read_result  # noqa: F401  (re-exported)
 from ..errors import McGraphError, first_line
 from ..train.config import TrainConfig
 
@@ -169,16 +170,6 @@ def resolve_refs(options: Mapping[str, Any], other_dir: Callable[[str], Path],
         else:
             out[key] = int(result["blocks_kept"])
     return out
-
-
-def read_result(d: Path) -> dict[str, Any] | None:
-    p = d / "result.json"
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise McGraphError(WHERE, f"{p} is not readable JSON: {first_line(e)}") from None
 
 
 # ------------------------------------------------------------------ loading and validation

@@ -3,7 +3,9 @@ left to learn, and, once its masks freeze, the lowered view of it that fine-tuni
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from torch import fx
@@ -19,11 +21,42 @@ from .data import DataSpec
 WHERE = "train"
 
 
+# TrainConfig fields that shape a rewrite: a masked checkpoint already has them
+REWRITE_FIELDS = ("fan_in", "init", "mask_grad", "aggregate", "model_args")
+
+
+def is_checkpoint(model: str) -> bool:
+    return model.endswith(".pt") or Path(model).is_file()
+
+
+def checkpoint_options(cfg: TrainConfig, given: Iterable[str] = ()) -> TrainConfig:
+    """``cfg`` with the rewrite options of its checkpoint model as the checkpoint has them (so
+    config.json records what runs). An option set to another value (on the command line:
+    ``given``; from Python: anything but the default) is refused: it cannot apply."""
+    from ..checkpoint import read_checkpoint
+    from ..config import default
+    d = read_checkpoint(cfg.model)["description"]
+    has = {"fan_in": d.get("fan_in"), "init": d.get("init"), "mask_grad": d.get("mask_grad"),
+           "aggregate": d.get("aggregate"),
+           "model_args": tuple((d.get("model_args") or {}).items())}
+    given = set(given)
+    for name in REWRITE_FIELDS:
+        mine = getattr(cfg, name)
+        set_here = name in given or mine != default(TrainConfig, name)
+        same = dict(mine) == dict(has[name]) if name == "model_args" else mine == has[name]
+        if set_here and has[name] is not None and not same and not (
+                name == "init" and mine is None):
+            raise McGraphError(WHERE, f"{name} {mine!r} cannot apply to {cfg.model}: the "
+                                      f"checkpoint was rewritten with {name} {has[name]!r} "
+                                      "(rewrite the model again to change it)", name)
+    return dataclasses.replace(cfg, **{k: v for k, v in has.items() if v is not None})
+
+
 def build_model(cfg: TrainConfig, spec: DataSpec) -> fx.GraphModule:
     """A masked model for ``spec``: rewritten from a model source (with ``cfg.model_args``), or
     loaded from a .pt (a file or module source in it only with ``cfg.trust_code``)."""
     want = [spec.in_channels, *spec.input_size]
-    if cfg.model.endswith(".pt") or Path(cfg.model).is_file():
+    if is_checkpoint(cfg.model):
         gm = load(cfg.model, trust_code=cfg.trust_code)
         rw = gm.meta[META]["rewrite"]
         if list(rw["input_shape"]) != want:

@@ -52,6 +52,7 @@ class TrainConfig:
     cuda_graph: bool | None = None      # None: replay each step as a CUDA graph where it can
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False             # start over in an out directory that holds a run
     max_steps: int | None = None        # stop (and save) after this many optimizer steps in total
     save_every: int | None = None       # also write last.pt every this many steps (None: epoch ends)
     val_size: int | None = None         # held out from training (None: 5,000 / a tenth; 0: none)
@@ -84,6 +85,8 @@ class TrainConfig:
             check(v is None or v >= 1, WHERE, name, f"must be >= 1, got {v}")
         check(0.0 <= self.freeze_at <= 1.0, WHERE, "freeze_at",
               f"is a fraction of the training steps in [0, 1], got {self.freeze_at}")
+        check(not (self.resume and self.overwrite), WHERE, "overwrite",
+              "continues nothing: give resume or overwrite, not both")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

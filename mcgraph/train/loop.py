@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,20 +26,21 @@ from torch import fx, nn
 from tqdm import tqdm
 
 from ..api import load
-from ..device import resolve_device
+from ..device import machine_info, resolve_device
 from ..errors import Interrupted, McGraphError
-from ..io import append_text, remove_stale_temps, write_text_atomic
+from .. import rundir
+from ..io import remove_stale_temps
 from ..masks import freeze_masks, mask_modules, set_grad_samples
 from . import distributed as D
-from .build import apply_connectivity, build_model, training_view
+from .build import (apply_connectivity, build_model, checkpoint_options, is_checkpoint,
+                    training_view)
 from .config import TrainConfig
 from .data import Data, load_data, make_loader
 from .split import split_validation
 from .metrics import (chosen_changed, chosen_sets, evaluate, freeze_margins, mask_entropy,
                       recalibrate_bn, summarize)
 from .optim import GROUPS, make_schedule, set_base_lrs
-from .resume import (Changes, describe_changes, merge_pending, record_changes, resume_config,
-                     trim_metrics)
+from .resume import Changes, describe_changes, merge_pending, record_changes, resume_config
 from .signals import StopFlag
 from .state import position, save_training, set_rng_state
 from .step import Stepper
@@ -54,7 +54,7 @@ class TrainResult:
     out: str
     epochs_done: int
     steps: int
-    best_acc: float                   # test accuracy of the epoch best.pt holds
+    best_acc: float | None            # test accuracy of the epoch best.pt holds (None: no best.pt)
     last_acc: float | None
     seconds: float
     stopped: str                      # "done" | "max_steps"
@@ -74,6 +74,8 @@ def train(cfg: TrainConfig, data: Data | None = None, model: fx.GraphModule | No
     ckpt, changes = None, {}
     if cfg.resume:
         cfg, ckpt, changes = resume_config(cfg, given)
+    elif model is None and is_checkpoint(cfg.model):
+        cfg = checkpoint_options(cfg, given)
     device = resolve_device(cfg.device, WHERE)
     dist = D.init(device)
     try:
@@ -105,7 +107,8 @@ class Trainer:
         self.sched = make_schedule(self.opt, cfg, cfg.epochs * self.steps_per_epoch)
         self.freeze_step = round(cfg.freeze_at * cfg.epochs * self.steps_per_epoch)
         self.epoch = self.batch0 = self.step = 0
-        self.best, self.last_acc, self.stopped = -1.0, None, "done"
+        self.best: float | None = None        # test acc of the epoch best.pt holds
+        self.last_acc, self.stopped = None, "done"
         self.best_val: float | None = None    # selection key; best = that epoch's test acc
         self.best_epoch = 0
         self.freeze_stats: dict[str, Any] | None = None
@@ -115,6 +118,8 @@ class Trainer:
         self.good: str | None = None          # the last good checkpoint, for a divergence
         self.pending: dict[str, Any] | None = None    # resume changes the next row reports
         self.last_loss, self.stop = float("nan"), None
+        check_out_dir(self.out, cfg, dist.main)
+        D.barrier(dist)                       # every rank has looked before rank 0 writes
         if dist.main:
             if self.out.exists() and not self.out.is_dir():
                 raise McGraphError(WHERE, f"out {self.out} is not a directory", "out")
@@ -123,7 +128,7 @@ class Trainer:
             except OSError as e:
                 raise McGraphError(WHERE, f"out {self.out}: cannot create the directory "
                                           f"({e.strerror or e})", "out") from None
-            remove_stale_temps(self.out, ("last.pt", "best.pt", "config.json", "metrics.jsonl"))
+            remove_stale_temps(self.out, rundir.RUN_FILES)
         if ckpt:
             self.restore(ckpt["train"])
             if changes:
@@ -166,9 +171,10 @@ class Trainer:
                 "amp_dtype": str(self.stepper.dtype).removeprefix("torch.") if self.amp else None,
                 "cuda_graph": self.stepper.graphs,
                 "data_spec": dataclasses.asdict(self.data.spec),
+                "machine": machine_info(self.device),
                 "rewrite": self.model.meta["mcgraph"]["rewrite"]}
-        write_text_atomic(self.out / "config.json", json.dumps(info, indent=2) + "\n", WHERE)
-        write_text_atomic(self.out / "metrics.jsonl", "", WHERE)
+        rundir.write_config(self.out, info, WHERE)
+        rundir.start_metrics(self.out, WHERE)
 
     def restore(self, t: dict[str, Any]) -> None:
         """Optimizer, schedule, scaler, position and RNG state of a saved run."""
@@ -177,7 +183,8 @@ class Trainer:
         self.sched.load_state_dict(t["scheduler"])
         if self.amp and t["scaler"]:          # a CPU run's disabled scaler has an empty state
             self.scaler.load_state_dict(t["scaler"])
-        self.epoch, self.batch0, self.step, self.best = t["epoch"], t["batch"], t["step"], t["best_acc"]
+        self.epoch, self.batch0, self.step = t["epoch"], t["batch"], t["step"]
+        self.best = t["best_acc"] if t["best_acc"] is not None and t["best_acc"] >= 0 else None
         self.best_val, self.best_epoch = t.get("best_val_acc"), t.get("best_epoch", 0)
         self.freeze_stats = t.get("freeze_stats")
         if self.dist.main:                  # saved summed over ranks: rank 0 carries them on
@@ -186,7 +193,7 @@ class Trainer:
         self.pending = t.get("overrides")
         self.good = f"{self.out / 'last.pt'} ({position(t['epoch'], t['batch'], t['step'])})"
         if self.dist.main:
-            trim_metrics(self.out / "metrics.jsonl", self.epoch)
+            rundir.trim_metrics(self.out, self.epoch, WHERE)
         set_rng_state(t["rng"])
 
     def change_settings(self, changes: Changes) -> None:
@@ -260,6 +267,7 @@ class Trainer:
     def maybe_freeze(self) -> None:
         """At ``freeze_step``: fix the masks and fine-tune on the lowered graph from then on."""
         if self.learning and self.step >= self.freeze_step:
+            self.check_finite()            # lowering a diverged network fails less clearly
             self.stepper.sync_host()
             self.freeze_stats = {"step": self.step, "mask_entropy": mask_entropy(self.model),
                                  **freeze_margins(self.model)}
@@ -325,14 +333,16 @@ class Trainer:
             row["overrides"], self.pending = self.pending, None
         self.history.append(row)
         self.epoch, self.batch0, self.epoch_chosen = self.epoch + 1, 0, None
-        # every rank computes the same sums, so every rank makes the same choice
-        improved = val is None or self.best_val is None or val["acc"] > self.best_val
+        # every rank computes the same sums, so every rank makes the same choice; an epoch whose
+        # masks still learn is no candidate: its checkpoint is not ready to compile
+        improved = not self.learning and (val is None or self.best_val is None
+                                          or val["acc"] > self.best_val)
         if improved:
             self.best, self.best_val, self.best_epoch = test["acc"], val and val["acc"], self.epoch
         self.check_finite()                # on every rank, before rank 0 alone saves
         if not self.dist.main:
             return
-        append_text(self.out / "metrics.jsonl", json.dumps(row) + "\n", WHERE)
+        rundir.append_metrics(self.out, row, WHERE)
         if improved:
             self.save("best.pt", self.epoch, 0)
         self.save("last.pt", self.epoch, 0)
@@ -345,6 +355,7 @@ class Trainer:
 
     def check_finite(self) -> None:
         params = [p.detach() for p in self.model.parameters()]
+        params += [b for b in self.model.buffers() if b.is_floating_point()]   # BN statistics
         if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
             raise self.diverged(f"weights are not finite after step {self.step} (its loss "
                                 f"{self.last_loss})")
@@ -369,7 +380,8 @@ class Trainer:
                           epoch_partial=partial or [0.0, 0.0, 0.0, 0.0],
                           epoch_chosen=self.epoch_chosen if partial else None,
                           best_val_acc=self.best_val, best_epoch=self.best_epoch,
-                          freeze_stats=self.freeze_stats, overrides=self.pending)
+                          freeze_stats=self.freeze_stats, overrides=self.pending,
+                          data_spec=dataclasses.asdict(self.data.spec))   # the ONNX contract
         if name == "last.pt":
             self.good = f"{self.out / name} ({position(epoch, batch, self.step)})"
 
@@ -377,6 +389,24 @@ class Trainer:
         return tqdm(total=total, initial=self.batch0, disable=not (self.cfg.progress and self.dist.main),
                     desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", leave=False,
                     dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
+
+
+def check_out_dir(out: Path, cfg: TrainConfig, main: bool) -> None:
+    """A new run never mixes with an old one: an out directory holding run files is refused
+    unless the run resumes it or is told to overwrite it (then the old files go first, so no
+    stale best.pt outlives its run)."""
+    if cfg.resume or not out.is_dir():
+        return
+    old = [n for n in rundir.RUN_FILES if (out / n).exists()]
+    if not old:
+        return
+    if not cfg.overwrite:
+        raise McGraphError(WHERE, f"out {out} already holds a run ({', '.join(old)}); continue it "
+                                  "with resume=True, or start over with overwrite=True",
+                           ("resume", "overwrite", "out"))
+    if main:
+        for n in old:
+            (out / n).unlink()
 
 
 def agree(dist: D.Dist, device: torch.device, bad: bool, stop: bool) -> tuple[bool, bool]:

@@ -8,6 +8,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..accuracy import count_correct
 from ..masks import mask_modules
 
 
@@ -26,10 +27,8 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         with torch.autocast(x.device.type, dtype=dtype, enabled=amp):
             logits = model(x)
         loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
-        top = logits.topk(min(5, num_classes), dim=1).indices
-        correct1 += int((top[:, 0] == y).sum())
-        correct5 += int((top == y[:, None]).any(dim=1).sum())
-        total += y.numel()
+        c1, c5, n = count_correct(logits, y)    # ties: the first index, as every path counts
+        correct1, correct5, total = correct1 + c1, correct5 + c5, total + n
     model.train(was)
     return summarize([correct1, correct5, total, loss_sum], num_classes)
 

@@ -9,19 +9,19 @@ that differs from the saved run is refused (it would change what the saved state
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..checkpoint import read_checkpoint
 from ..errors import McGraphError
-from ..io import write_text_atomic
+from ..rundir import read_config, write_config
 from ..sources import same_source
 from .config import TrainConfig
 
 WHERE = "train"
 SAFE = ("lr", "mask_lr", "save_every")                  # may change on resume, with a notice
-THIS_CALLS = ("out", "resume", "max_steps", "device", "progress", "trust_code", "model")
+THIS_CALLS = ("out", "resume", "overwrite", "max_steps", "device", "progress", "trust_code",
+              "model")
 Changes = dict[str, tuple[Any, Any]]                      # field -> (saved, new)
 
 
@@ -32,7 +32,12 @@ def resume_config(cfg: TrainConfig, given: Iterable[str] = ()
 
     Its model is rebuilt from a file or module source only with this call's ``trust_code``, or
     when this call's ``model`` is that very source (the user gave it again); never on the saved
-    config's word."""
+    config's word. From Python (``given`` empty), every field set to a value other than its
+    default counts as given, so a new ``lr`` is applied, not silently ignored."""
+    if not given:
+        from ..config import default
+        given = [f for f in TrainConfig.__dataclass_fields__
+                 if f not in THIS_CALLS and getattr(cfg, f) != default(TrainConfig, f)]
     last = Path(cfg.out) / "last.pt"
     if not last.is_file():
         raise McGraphError(WHERE, f"nothing to resume: {last} does not exist")
@@ -44,7 +49,8 @@ def resume_config(cfg: TrainConfig, given: Iterable[str] = ()
         raise McGraphError(WHERE, f"{last} holds no usable training state (its config is not "
                                   "a mapping)")
     known = TrainConfig.__dataclass_fields__
-    saved = TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
+    saved = TrainConfig(**{k: v for k, v in state["config"].items()
+                           if k in known and k not in ("resume", "overwrite")})
     changes = changes_on_resume(saved, cfg, given)
     trust = cfg.trust_code or same_source(cfg.model, ckpt["description"].get("model"))
     new = dataclasses.replace(saved, out=cfg.out, resume=True, max_steps=cfg.max_steps,
@@ -79,17 +85,14 @@ def describe_changes(changes: Changes) -> str:
 
 def record_changes(out: Path, changes: Changes, step: int, epoch: int) -> None:
     """config.json: the new values, and under ``resumed`` where each change happened."""
-    path = out / "config.json"
     try:
-        info = json.loads(path.read_text())
-        if not isinstance(info, dict):
-            raise ValueError
-    except (OSError, ValueError):
+        info = read_config(out, WHERE) or {}
+    except McGraphError:          # a torn config.json: start it again with what we know
         info = {}
     info.update({k: new for k, (_, new) in changes.items()})
     info.setdefault("resumed", []).append(
         {"step": step, "epoch": epoch, **{k: [old, new] for k, (old, new) in changes.items()}})
-    write_text_atomic(path, json.dumps(info, indent=2) + "\n", WHERE)
+    write_config(out, info, WHERE)
 
 
 def merge_pending(pending: dict[str, Any] | None, changes: Changes, step: int) -> dict[str, Any]:
@@ -100,19 +103,3 @@ def merge_pending(pending: dict[str, Any] | None, changes: Changes, step: int) -
     return row
 
 
-def trim_metrics(path: Path, epochs_done: int) -> None:
-    """Drop rows of epochs the checkpoint does not hold (a run killed after logging an epoch's
-    row but before its last.pt) and a torn last line, so that the resumed run logs each once."""
-    if not path.is_file():
-        return
-    text = path.read_text()
-    keep = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epochs_done:
-            keep.append(line + "\n")
-    if "".join(keep) != text:
-        write_text_atomic(path, "".join(keep), WHERE)

@@ -32,7 +32,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_training(path: Path, model: fx.GraphModule, optimizer: torch.optim.Optimizer,
                   scheduler: Any, scaler: Any, *, epoch: int, batch: int, step: int,
-                  best_acc: float, config: dict[str, Any],
+                  best_acc: float | None, config: dict[str, Any],
                   epoch_partial: list[float] | None = None,
                   epoch_chosen: dict[str, list[list[int]]] | None = None,
                   **extra: Any) -> Path:

@@ -8,44 +8,16 @@ import subprocess
 import sys
 
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
-from click.testing import CliRunner
-from helpers import adapter_convs, assert_same_outputs, model_convs, rand
+from helpers import (RESNET20_BLOCKS as BLOCKS, adapter_convs, assert_one_line_error,
+                     assert_same_outputs, mask_values, model_convs, ort_logits, rand,
+                     resnet20_candidates, resnet20_chosen, resnet20_dead_blocks, run_cli,
+                     run_cli_ok)
 
 import mcgraph
-from mcgraph.cli import main
 
-BLOCKS = [f"layer{s}.{i}" for s in (1, 2, 3) for i in range(3)]   # resnet20's 9 residual blocks
 FAN_IN = 2
-
-
-def _run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _ok(r):
-    assert r.exit_code == 0 and r.exception is None, r.output
-    return r
-
-
-def assert_one_line_error(r, reason):
-    """Non-zero exit through the CLI's error handling (not an escaped exception), nothing on
-    stdout, and exactly one line on stderr saying what is wrong (containing ``reason``, a text or
-    a tuple of texts): the last one. Before it only a status note ("compiling ...") or click's
-    usage hint may appear, never a traceback."""
-    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
-    assert isinstance(r.exception, SystemExit), f"escaped exception: {r.exception!r}"
-    assert r.stdout == "", r.stdout
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert lines, "nothing on stderr"
-    fragments = (reason,) if isinstance(reason, str) else reason
-    assert lines[-1].startswith(("error: ", "Error: ")), r.stderr
-    assert all(f in lines[-1] for f in fragments), (fragments, r.stderr)
-    assert all(ln == "compiling ..." or ln.startswith(("Usage: ", "Try '")) for ln in lines[:-1]), \
-        r.stderr
-    assert "Traceback" not in r.stderr
 
 
 def onnx_ops(path):
@@ -54,30 +26,6 @@ def onnx_ops(path):
     for n in [*m.graph.node, *(n for f in m.functions for n in f.node)]:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
     return ops
-
-
-def ort_logits(path, x):
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-
-
-def mask_values(model):
-    return {m.target: m.mask.detach().flatten().tolist()
-            for m in model.modules() if isinstance(m, mcgraph.MaskConnect)}
-
-
-def top_k(values, k):
-    """Indices of the k largest values, ties to the lower index, in candidate order."""
-    return sorted(sorted(range(len(values)), key=lambda i: -values[i])[:k])
-
-
-def dead_blocks(chosen):
-    """Blocks nothing reads: walk back from the last block (which the head reads)."""
-    live = {BLOCKS[-1]}
-    for b in reversed(BLOCKS):
-        if b in live:
-            live.update(chosen[b])
-    return [b for b in BLOCKS if b not in live]
 
 
 def block_params(model, names):
@@ -91,8 +39,8 @@ def block_convs(model, names):
 @pytest.fixture(scope="module")
 def masked_pt(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    r = _ok(_run("rewrite", "resnet20", "--in-channels", "1", "--input-size", "16x16",
-                 "--fan-in", FAN_IN, "--init", "random", "-o", d / "m.pt", "--json"))
+    r = run_cli_ok("rewrite", "resnet20", "--in-channels", "1", "--input-size", "16x16",
+                   "--fan-in", FAN_IN, "--init", "random", "-o", d / "m.pt", "--json")
     return d / "m.pt", json.loads(r.stdout)
 
 
@@ -100,10 +48,9 @@ def masked_pt(tmp_path_factory):
 def expected(masked_pt):
     """What compiling the checkpoint must give, from its masks: top-K inputs, then the dead."""
     gm = mcgraph.load(masked_pt[0])
-    values = mask_values(gm)
-    cands = {b: ["relu", *BLOCKS[:i]] for i, b in enumerate(BLOCKS)}
-    chosen = {b: [cands[b][i] for i in top_k(values[b], FAN_IN)] for b in BLOCKS}
-    dead = dead_blocks(chosen)
+    values, cands = mask_values(gm), resnet20_candidates()
+    chosen = resnet20_chosen(gm, FAN_IN)
+    dead = resnet20_dead_blocks(chosen)
     assert dead, "the fixture's seed should leave unread blocks, or removal is not tested"
     return {"model": gm, "values": values, "candidates": cands, "chosen": chosen, "dead": dead}
 
@@ -128,8 +75,8 @@ def test_rewrite_writes_what_it_reports(masked_pt):
 
 def test_compile_prints_verified_report(masked_pt, expected, tmp_path):
     path, summary = masked_pt
-    r = _ok(_run("compile", path, "-o", tmp_path / "m.onnx", "--report", tmp_path / "r.json"))
-    assert "verified: onnxruntime matches PyTorch" in r.stdout
+    r = run_cli_ok("compile", path, "-o", tmp_path / "m.onnx", "--report", tmp_path / "r.json")
+    assert "verified: the fp32 ONNX export matches PyTorch in onnxruntime" in r.stdout
     rep = json.loads((tmp_path / "r.json").read_text())
     for key in ("params_before", "params_after", "modules_before", "modules_after", "removed",
                 "max_abs_diff", "opset", "onnx_path"):
@@ -162,7 +109,7 @@ def test_compile_prints_verified_report(masked_pt, expected, tmp_path):
 
 def test_compile_json(masked_pt, expected, tmp_path):
     path, _ = masked_pt
-    r = _ok(_run("compile", path, "-o", tmp_path / "m.onnx", "--json", "--no-verify"))
+    r = run_cli_ok("compile", path, "-o", tmp_path / "m.onnx", "--json", "--no-verify")
     rep = json.loads(r.stdout)                       # stdout is the JSON and nothing else
     assert rep["onnx_max_abs_diff"] is None and rep["opset"] == 18
     gm, dead = expected["model"], expected["dead"]
@@ -179,13 +126,13 @@ def test_compile_json(masked_pt, expected, tmp_path):
 
 def test_inspect(masked_pt, expected):
     path, _ = masked_pt
-    r = _ok(_run("inspect", path))
+    r = run_cli_ok("inspect", path)
     lines = r.stdout.splitlines()
     for b in BLOCKS:
         row = next(ln for ln in lines if ln.startswith(b + " "))
         assert ", ".join(expected["chosen"][b]) in row, row
     assert lines[-1] == f"dead after freeze: {', '.join(expected['dead'])}"
-    r = _ok(_run("inspect", path, "--json"))
+    r = run_cli_ok("inspect", path, "--json")
     data = json.loads(r.stdout)
     assert [m["module"] for m in data["modules"]] == BLOCKS
     for m in data["modules"]:
@@ -214,13 +161,13 @@ def test_inspect(masked_pt, expected):
 def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, args, reason):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("hello")
-    assert_one_line_error(_run(*args), reason)
+    assert_one_line_error(run_cli(*args), reason)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]   # nothing written
 
 
 def test_compile_to_missing_directory(masked_pt, tmp_path):
     out = tmp_path / "no" / "m.onnx"
-    assert_one_line_error(_run("compile", masked_pt[0], "-o", out),
+    assert_one_line_error(run_cli("compile", masked_pt[0], "-o", out),
                           (f"output directory {out.parent}", "does not exist"))
     assert not out.parent.exists()
 
@@ -242,11 +189,11 @@ def test_python_dash_m_works(tmp_path):
 
 
 def test_bench_prints_latency_side_by_side(masked_pt, expected, tmp_path):
-    _ok(_run("compile", masked_pt[0], "-o", tmp_path / "m.onnx", "--no-verify", "--json"))
+    run_cli_ok("compile", masked_pt[0], "-o", tmp_path / "m.onnx", "--no-verify", "--json")
     original = mcgraph.create_model("resnet20", in_channels=1).eval()
     mcgraph.export_onnx(original, tmp_path / "orig.onnx", (1, 16, 16))
-    r = _ok(_run("bench", tmp_path / "m.onnx", tmp_path / "orig.onnx", "--batch-sizes", "1,2",
-                 "--repeats", "3", "--json"))
+    r = run_cli_ok("bench", tmp_path / "m.onnx", tmp_path / "orig.onnx", "--batch-sizes", "1,2",
+                   "--repeats", "3", "--json")
     slim, full = json.loads(r.stdout)
     assert slim["model"] == str(tmp_path / "m.onnx") and full["model"] == str(tmp_path / "orig.onnx")
     assert slim["conv_nodes"] == onnx_ops(tmp_path / "m.onnx")["Conv"]
@@ -260,11 +207,12 @@ def test_bench_prints_latency_side_by_side(masked_pt, expected, tmp_path):
 
 
 def test_bench_baseline_ratios_agree_with_its_own_timings(masked_pt, tmp_path):
-    _ok(_run("compile", masked_pt[0], "-o", tmp_path / "m.onnx", "--no-verify", "--json"))
+    run_cli_ok("compile", masked_pt[0], "-o", tmp_path / "m.onnx", "--no-verify", "--json")
     original = mcgraph.create_model("resnet20", in_channels=1).eval()
     mcgraph.export_onnx(original, tmp_path / "orig.onnx", (1, 16, 16))
-    r = _ok(_run("bench", tmp_path / "m.onnx", "--baseline", tmp_path / "orig.onnx",
-                 "--batch-sizes", "1,3", "--repeats", "4", "--warmup", "1", "--threads", "1", "--json"))
+    r = run_cli_ok("bench", tmp_path / "m.onnx", "--baseline", tmp_path / "orig.onnx",
+                   "--batch-sizes", "1,3", "--repeats", "4", "--warmup", "1", "--threads", "1",
+                   "--json")
     base, slim = json.loads(r.stdout)
     assert base["baseline"] and not slim["baseline"] and "vs_baseline" not in base
     assert base["macs"] == mcgraph.deploy.onnx_macs(tmp_path / "orig.onnx") > slim["macs"] > 0
@@ -277,7 +225,7 @@ def test_bench_baseline_ratios_agree_with_its_own_timings(masked_pt, tmp_path):
         assert ratio["macs"] == pytest.approx(slim["macs"] / base["macs"])
         assert ratio["latency_per_mac"] == pytest.approx(ratio["latency"] / ratio["macs"])
     assert slim["threads"] == 1 and slim["repeats"] == 4
-    text = _ok(_run("bench", tmp_path / "m.onnx", "--baseline", tmp_path / "orig.onnx",
-                    "--batch-sizes", "2", "--repeats", "2")).stdout
+    text = run_cli_ok("bench", tmp_path / "m.onnx", "--baseline", tmp_path / "orig.onnx",
+                      "--batch-sizes", "2", "--repeats", "2").stdout
     assert "(baseline)" in text and "MAC ratio" in text and "interleaved" in text
 

@@ -3,62 +3,26 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
-from click.testing import CliRunner
-from helpers import assert_same_outputs, model_convs, rand
+from helpers import (assert_one_line_error, assert_same_outputs, metrics_rows, model_convs,
+                     ort_logits, rand, resnet20_chosen, resnet20_dead_blocks, run_cli, run_cli_json,
+                     run_cli_ok)
 
 import mcgraph
-from mcgraph.cli import main
 
-BLOCKS = [f"layer{s}.{i}" for s in (1, 2, 3) for i in range(3)]   # resnet20's 9 residual blocks
 TRAIN = ("train", "resnet20", "--data", "synthetic", "--epochs", "2", "--batch-size", "64",
          "--fan-in", "2", "--val-size", "0", "--freeze-at", "0.5")
 # all 512 synthetic images train (no validation split): 8 steps per epoch; masks freeze at step 8
-
-
-def _run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _ok(r):
-    assert r.exit_code == 0 and r.exception is None, r.output
-    return r
-
-
-def _json(*args):
-    return json.loads(_ok(_run(*args, "--json")).stdout)
 
 
 def _ckpt(path):
     return torch.load(path, weights_only=True)
 
 
-def _rows(run_dir, drop=("images_per_s", "seconds")):
-    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
-
-
-def _onnx_convs(path):
-    return model_convs(path)                      # the network's convs, not conv_adapters'
-
-
-def _ort_logits(path, x):
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-
-
 def _dead(model):
     """Blocks no chosen (top-K) input reads, from the checkpoint's mask values."""
-    masks = {m.target: m for m in model.modules() if isinstance(m, mcgraph.MaskConnect)}
-    live = {BLOCKS[-1]}
-    for i, b in reversed(list(enumerate(BLOCKS))):
-        if b in live:
-            v, cands = masks[b].mask.detach().flatten().tolist(), ["relu", *BLOCKS[:i]]
-            top = sorted(range(len(v)), key=lambda j: -v[j])[:masks[b].fan_in]
-            live.update(cands[j] for j in top)
-    return [b for b in BLOCKS if b not in live]
+    return resnet20_dead_blocks(resnet20_chosen(model))
 
 
 def _is_png_picture(path):
@@ -72,14 +36,14 @@ def _is_png_picture(path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("train") / "run"
-    res = _json(*TRAIN, "--out", d)
+    res = run_cli_json(*TRAIN, "--out", d)
     assert res["epochs_done"] == 2 and res["steps"] == 16 and res["stopped"] == "done"
     assert res["best"] == f"{d}/best.pt" and res["last"] == f"{d}/last.pt"
     return SimpleNamespace(dir=d, res=res)
 
 
 def test_train_writes_metrics_per_epoch(run):
-    rows = _rows(run.dir, drop=())
+    rows = metrics_rows(run.dir, drop=())
     assert [r["epoch"] for r in rows] == [1, 2] and [r["step"] for r in rows] == [8, 16]
     assert [r["masks_frozen"] for r in rows] == [False, True]       # --freeze-at 0.5 of 16 steps
     assert rows[1]["chosen_changed"] == 0                          # frozen masks do not move
@@ -98,9 +62,9 @@ def test_train_writes_metrics_per_epoch(run):
 
 
 def test_eval_checkpoint_and_onnx_agree(run, tmp_path):
-    pt = _json("eval", run.dir / "best.pt", "--data", "synthetic")
-    rep = _json("compile", run.dir / "best.pt", "-o", tmp_path / "m.onnx")
-    ort_res = _json("eval", tmp_path / "m.onnx", "--data", "synthetic")
+    pt = run_cli_json("eval", run.dir / "best.pt", "--data", "synthetic")
+    rep = run_cli_json("compile", run.dir / "best.pt", "-o", tmp_path / "m.onnx")
+    ort_res = run_cli_json("eval", tmp_path / "m.onnx", "--data", "synthetic")
     assert ort_res["runtime"] == "onnxruntime" and pt["runtime"] == "pytorch"
     assert ort_res["images"] == pt["images"] == 256
     # the compiled model is the trained one: the same test images right, to the image
@@ -108,39 +72,38 @@ def test_eval_checkpoint_and_onnx_agree(run, tmp_path):
     # and the checkpoint is the one training called best, scoring what training measured
     assert pt["acc"] == pytest.approx(run.res["best_test_acc"], abs=1e-9)
     assert rep["removed"] == _dead(mcgraph.load(run.dir / "best.pt"))
-    sub = _json("eval", tmp_path / "m.onnx", "--data", "synthetic", "--max-samples", "100")
+    sub = run_cli_json("eval", tmp_path / "m.onnx", "--data", "synthetic", "--max-samples", "100")
     assert sub["images"] == 100
 
 
 def test_inspect_png(run, tmp_path):
-    r = _ok(_run("inspect", run.dir / "best.pt", "--png", tmp_path / "c.png"))
+    r = run_cli_ok("inspect", run.dir / "best.pt", "--png", tmp_path / "c.png")
     assert _is_png_picture(tmp_path / "c.png")
     assert r.stdout.splitlines()[-1] == "dead after freeze: " + (
         ", ".join(_dead(mcgraph.load(run.dir / "best.pt"))) or "none")
-    data = _json("inspect", run.dir / "best.pt")
+    data = run_cli_json("inspect", run.dir / "best.pt")
     assert all(m["frozen"] for m in data["modules"])                # trained past --freeze-at
 
 
 def test_resume_continues_from_last(run):
     before = {f: (run.dir / f).read_bytes() for f in ("last.pt", "best.pt", "metrics.jsonl")}
-    res = _json("train", "resnet20", "--data", "synthetic", "--out", run.dir, "--resume")
+    res = run_cli_json("train", "resnet20", "--data", "synthetic", "--out", run.dir, "--resume")
     assert res["epochs_done"] == 2 and res["steps"] == 16       # already finished: nothing more
     assert {f: (run.dir / f).read_bytes() for f in before} == before
 
 
 def test_stopped_run_resumes_to_the_uninterrupted_result(run, tmp_path):
     d = tmp_path / "run"
-    res = _json(*TRAIN, "--out", d, "--max-steps", "12")
+    res = run_cli_json(*TRAIN, "--out", d, "--max-steps", "12")
     assert (res["stopped"], res["steps"], res["epochs_done"]) == ("max_steps", 12, 1)
     assert _ckpt(d / "last.pt")["train"]["step"] == 12
     # the saved run's settings (2 epochs, batch 64, K=2) come back without repeating them
-    res = _json("train", "resnet20", "--data", "synthetic", "--out", d, "--resume")
+    res = run_cli_json("train", "resnet20", "--data", "synthetic", "--out", d, "--resume")
     assert (res["stopped"], res["steps"], res["epochs_done"]) == ("done", 16, 2)
     assert res["best_test_acc"] == run.res["best_test_acc"]
     # the same model and the same metrics every epoch (the resumed epoch's train loss and
     # accuracy include the batches before the stop); only the timings differ
-    partial = ("images_per_s", "seconds")
-    assert _rows(d, drop=partial) == _rows(run.dir, drop=partial)
+    assert metrics_rows(d) == metrics_rows(run.dir)          # without the timings
     got, want = _ckpt(d / "last.pt")["state_dict"], _ckpt(run.dir / "last.pt")["state_dict"]
     assert got.keys() == want.keys()
     assert all(torch.equal(got[k], want[k]) for k in want), "resumed weights differ"
@@ -148,7 +111,7 @@ def test_stopped_run_resumes_to_the_uninterrupted_result(run, tmp_path):
 
 def test_demo_end_to_end_on_synthetic(tmp_path):
     d = tmp_path / "d"
-    res = _json("demo", "--data", "synthetic", "--epochs", "1", "--out", d)
+    res = run_cli_json("demo", "--data", "synthetic", "--epochs", "1", "--out", d)
     assert res["test_acc_onnxruntime"] == res["test_acc_pytorch"]
     assert res["onnx_max_abs_diff"] < 1e-4 and res["fan_in"] == 1 and res["epochs"] == 1
     ckpt = mcgraph.load(res["checkpoint"])
@@ -160,11 +123,11 @@ def test_demo_end_to_end_on_synthetic(tmp_path):
     assert res["params_after"] == res["params_before"] - block_params
     assert (res["params_after"] < res["params_before"]) == bool(removed)
     convs = sum(isinstance(m, torch.nn.Conv2d) for b in removed for m in ckpt.get_submodule(b).modules())
-    assert _onnx_convs(d / "model.onnx") == 19 - convs and _onnx_convs(d / "original.onnx") == 19
+    assert model_convs(d / "model.onnx") == 19 - convs and model_convs(d / "original.onnx") == 19
     x = rand(4, 1, 16, 16, seed=5)
     with torch.no_grad():
         ref = ckpt.eval()(x)
-    assert_same_outputs(ref, _ort_logits(d / "model.onnx", x))
+    assert_same_outputs(ref, ort_logits(d / "model.onnx", x))
     assert res["onnx_path"] == str(d / "model.onnx") and _is_png_picture(d / "connectivity.png")
 
 
@@ -181,13 +144,7 @@ def test_bad_training_input(tmp_path, monkeypatch, args, reason):
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("CUDA is present")
     monkeypatch.chdir(tmp_path)
-    r = _run(*args)
-    # through the CLI's error handling (an escaped exception would be exit code 1), one line
-    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), (r.output, r.exception)
-    assert r.stdout == "" and "Traceback" not in r.stderr
-    [line] = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    fragments = (reason,) if isinstance(reason, str) else reason
-    assert line.startswith("error: ") and all(f in line for f in fragments), r.stderr
+    assert_one_line_error(run_cli(*args), reason)
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("metrics.jsonl"))
 
 
@@ -213,7 +170,7 @@ def test_sigterm_exits_like_ctrl_c(tmp_path, monkeypatch):
         return real(self, *a)
     monkeypatch.setattr(Trainer, "train_step", step)
     try:
-        r = _run(*SMALL, "--out", tmp_path / "run")
+        r = run_cli(*SMALL, "--out", tmp_path / "run")
     finally:
         signal.signal(signal.SIGTERM, signal._mcgraph_test_old)
     assert r.exit_code == 130, (r.exit_code, r.output, r.exception)
@@ -227,7 +184,7 @@ def test_save_every_option_writes_last_between_epoch_ends(tmp_path, monkeypatch)
     saved, real = [], loop.save_training
     monkeypatch.setattr(loop, "save_training", lambda path, *a, **k: saved.append(
         (path.name, k["step"], k["batch"])) or real(path, *a, **k))
-    res = _json(*SMALL, "--save-every", "3", "--out", tmp_path / "run")
+    res = run_cli_json(*SMALL, "--save-every", "3", "--out", tmp_path / "run")
     assert res["steps"] == 8
     last = [(s, b) for name, s, b in saved if name == "last.pt"]
     assert last == [(3, 3), (4, 0), (6, 2), (8, 0)]        # steps 3 and 6, and each epoch's end
@@ -236,8 +193,8 @@ def test_save_every_option_writes_last_between_epoch_ends(tmp_path, monkeypatch)
 
 def test_resume_with_a_new_lr_from_the_cli(tmp_path):
     d = tmp_path / "run"
-    _json(*SMALL, "--out", d, "--max-steps", "3", "--lr", "0.05")
-    r = _ok(_run(*SMALL, "--out", d, "--resume", "--lr", "0.01", "--json"))
+    run_cli_json(*SMALL, "--out", d, "--max-steps", "3", "--lr", "0.05")
+    r = run_cli_ok(*SMALL, "--out", d, "--resume", "--lr", "0.01", "--json")
     assert json.loads(r.stdout)["steps"] == 8                  # stdout stays JSON
     [notice] = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert "lr 0.05 -> 0.01" in notice and "step 3" in notice, r.stderr
@@ -246,10 +203,9 @@ def test_resume_with_a_new_lr_from_the_cli(tmp_path):
 
 def test_resume_refuses_a_changed_epoch_count_from_the_cli(tmp_path):
     d = tmp_path / "run"
-    _json(*SMALL, "--out", d, "--max-steps", "3")
+    run_cli_json(*SMALL, "--out", d, "--max-steps", "3")
     before = (d / "last.pt").read_bytes()
-    r = _run(*SMALL[:4], "--epochs", "5", *SMALL[6:], "--out", d, "--resume")
-    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
-    [line] = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    line = assert_one_line_error(run_cli(*SMALL[:4], "--epochs", "5", *SMALL[6:], "--out", d,
+                                         "--resume"))
     assert line.startswith("error: train: --epochs 5 differs from the saved run's 2"), line
     assert "--lr" in line and (d / "last.pt").read_bytes() == before

@@ -3,6 +3,7 @@ import json
 import statistics
 
 import pytest
+from helpers import assert_one_line_error, run_cli, run_cli_ok
 
 from mcgraph.experiment import parse_spec, render
 from mcgraph.experiment.render import Group, RunData, best_run, compare
@@ -151,14 +152,11 @@ def test_budget(page):
 
 
 def test_cli_render_only(page):
-    from click.testing import CliRunner
-    from mcgraph.cli import main
     tmp, _, md = page
     (tmp / "spec.json").write_text(json.dumps(SPEC))
     before = md.read_text()
-    res = CliRunner().invoke(main, ["experiment", str(tmp / "spec.json"), "--render-only",
-                                    "--out", str(tmp / "docs" / "results" / "runs"), "--render", str(md)])
-    assert res.exit_code == 0, res.output
+    run_cli_ok("experiment", tmp / "spec.json", "--render-only",
+               "--out", tmp / "docs" / "results" / "runs", "--render", md)
     assert md.read_text() == before
-    res = CliRunner().invoke(main, ["experiment", str(tmp / "spec.json"), "--render-only"])
-    assert res.exit_code == 2 and "--render-only needs --render" in res.output
+    assert_one_line_error(run_cli("experiment", tmp / "spec.json", "--render-only"),
+                          "--render-only needs --render")

@@ -3,11 +3,10 @@ import json
 import re
 
 import pytest
-from click.testing import CliRunner
+from helpers import assert_one_line_error, run_cli, run_cli_ok
 
 import mcgraph.train.loop as loop
 from mcgraph import McGraphError
-from mcgraph.cli import main
 from mcgraph.experiment import load_spec, parse_spec, plan, resolve_refs, run_experiment, select_best
 from mcgraph.experiment.runner import read_metrics
 
@@ -116,13 +115,11 @@ def test_rerun_skips_finished_runs(grid, monkeypatch):
 
 def test_dry_run_lists_the_runs(grid, tmp_path):
     tmp, spec, _, _ = grid
-    res = CliRunner().invoke(main, ["experiment", str(spec), "--out", str(tmp / "runs"), "--dry-run"])
-    assert res.exit_code == 0, res.output
+    res = run_cli_ok("experiment", spec, "--out", tmp / "runs", "--dry-run")
     assert re.search(r"done\s+t1/fixed-prev/resnet20-s0", res.output)
     assert re.search(r"done\s+t1/learned-k1/resnet20-s0", res.output)
-    res = CliRunner().invoke(main, ["experiment", str(spec), "--out", str(tmp_path), "--dry-run",
-                                    "--seeds", "2", "--only", "learned-k1"])
-    assert res.exit_code == 0, res.output
+    res = run_cli_ok("experiment", spec, "--out", tmp_path, "--dry-run", "--seeds", "2",
+                     "--only", "learned-k1")
     assert re.search(r"new\s+t1/learned-k1/resnet20-s1", res.output) and "fixed-prev" not in res.output
     assert "2 runs: 0 done, 0 resume, 2 new" in res.output
 
@@ -203,8 +200,8 @@ def test_bad_spec_stops_before_training_and_cli_exits_2(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("trained despite a bad spec"))
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(_bad(config={"name": "b", "fan_inn": 2})))
-    res = CliRunner().invoke(main, ["experiment", str(path), "--out", str(tmp_path / "r")])
-    assert res.exit_code == 2 and "unknown key 'fan_inn'" in res.output
+    assert_one_line_error(run_cli("experiment", path, "--out", tmp_path / "r"),
+                          "unknown key 'fan_inn'")
     assert not (tmp_path / "r").exists()
 
 

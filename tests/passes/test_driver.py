@@ -76,10 +76,10 @@ def test_requires_names_the_pass(masked_resnet20):
 
 
 @pytest.mark.parametrize("level", ["module", "branch"])
-def test_carried_dag_equals_the_dag_rebuilt_from_the_masks_after_every_pass(level):
+def test_carried_dag_equals_the_dag_rebuilt_from_the_masks_after_every_pass(level,
+                                                                             masked_resnet20):
     if level == "module":
-        gm = mcgraph.rewrite("resnet20", fan_in=2, init="random", seed=4, in_channels=1,
-                             input_size=(16, 16))
+        gm = masked_resnet20(fan_in=2, init="random", seed=4)
     else:
         gm = mcgraph.rewrite("resnext29_4x16d", fan_in=1, init="random", seed=4, input_size=(16, 16))
     assert dag_of(gm) == ModuleDAG.from_graph_module(gm)          # after the rewrite passes

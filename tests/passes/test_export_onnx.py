@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import mcgraph
-from helpers import adapter_weights, assert_same_outputs, eval_outputs, rand
+from helpers import adapter_weights, assert_same_outputs, eval_outputs, masked_resnet20, rand
 from mcgraph import McGraphError, deploy
 from mcgraph.passes import export_onnx
 
@@ -12,12 +12,10 @@ from mcgraph.passes import export_onnx
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     d = tmp_path_factory.mktemp("onnx")
-    gm = mcgraph.rewrite("resnet20", fan_in=1, init="random", seed=0, in_channels=1,
-                         input_size=(16, 16))
+    gm = masked_resnet20(fan_in=1, init="random", seed=0)
     slim, rep = mcgraph.compile(gm)
     path = export_onnx(slim, d / "slim.onnx", (1, 16, 16))
-    full, _ = mcgraph.compile(mcgraph.rewrite("resnet20", fan_in=1, init="prev", in_channels=1,
-                                              input_size=(16, 16)))
+    full, _ = mcgraph.compile(masked_resnet20(fan_in=1, init="prev"))
     full_path = export_onnx(full, d / "full.onnx", (1, 16, 16))
     return gm, slim, rep, path, full_path
 

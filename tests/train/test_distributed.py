@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 
 import torch
-from click.testing import CliRunner
-
-from mcgraph.cli import main
+from helpers import metrics_rows, run_cli_json
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -54,15 +52,13 @@ def test_ddp_from_the_cli(tmp_path):
     assert outs["0"]["last_test_acc"] == outs["1"]["last_test_acc"]
     # rank 0 alone wrote the metrics (one line per epoch, not one per rank) and the checkpoint,
     # after the last epoch: epochs x steps_per_epoch steps
-    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(run, drop=())
     assert [(row["epoch"], row["step"]) for row in rows] == [(1, 7), (2, 14)]
     ckpt = torch.load(run / "last.pt", weights_only=True)
     assert (ckpt["train"]["epoch"], ckpt["train"]["batch"], ckpt["train"]["step"]) == (2, 0, 14)
     assert ckpt["train"]["config"]["batch_size"] == 32
     # the saved model is the one the ranks evaluated: their test accuracy (each rank half of the
     # 256 test images, summed) is what the checkpoint scores alone on all of them
-    res = CliRunner().invoke(main, ["eval", str(run / "last.pt"), "--data", "synthetic", "--json"])
-    assert res.exit_code == 0, res.output
-    ev = json.loads(res.stdout)
+    ev = run_cli_json("eval", run / "last.pt", "--data", "synthetic")
     assert ev["images"] == 256 and ev["acc"] == rows[-1]["test_acc"] == outs["0"]["last_test_acc"]
     assert ev["acc"] > 30                            # a trained model, not chance (10%)

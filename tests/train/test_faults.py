@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import assert_one_line_error, metrics_rows, run_cli, run_cli_ok
 
 import mcgraph
 from mcgraph.checkpoint import read_checkpoint
-from mcgraph.cli import main
 
 # 256 images, batch 32: 8 steps per epoch, 16 in all; last.pt every 2 steps and at epoch ends
 ARGS = ("train", "resnet20", "--data", "synthetic", "--epochs", "2", "--batch-size", "32",
@@ -79,11 +78,6 @@ def _last_loads(d):
     return ckpt["train"]["step"]
 
 
-def _rows(d):
-    return [{k: v for k, v in json.loads(ln).items() if k not in ("images_per_s", "seconds")}
-            for ln in (Path(d) / "metrics.jsonl").read_text().splitlines()]
-
-
 def _max_diff(a, b):
     sa, sb = (torch.load(Path(x), weights_only=True)["state_dict"] for x in (a, b))
     assert sa.keys() == sb.keys()
@@ -113,8 +107,11 @@ def test_sigkill_at_several_moments_then_resume_ends_where_an_uninterrupted_run_
     assert rc == 2 and out == "" and err.count("\n") == 1 and "nothing to resume" in err, err
     REPORT.append("kill 1: during the first last.pt write (step 2): no last.pt; --resume "
                   "refused in one line; a fresh run follows")
-    # 2. mid-epoch, during a last.pt write (its temp complete, not yet renamed)
-    p = _start(d, slow="1.5:last.pt")
+    # 2. mid-epoch, during a last.pt write (its temp complete, not yet renamed); the killed
+    # run left config.json and metrics.jsonl: starting over there needs --overwrite
+    rc, out, err = _finish(_start(d))
+    assert rc == 2 and err.count("\n") == 1 and "--overwrite" in err, err
+    p = _start(d, "--overwrite", slow="1.5:last.pt")
     _wait(lambda: (d / "last.pt").exists() and any(_step(d / t) for t in _temps(d, "last.pt")),
           p, what="the second last.pt write, complete and not yet renamed")
     _kill(p)
@@ -128,7 +125,7 @@ def test_sigkill_at_several_moments_then_resume_ends_where_an_uninterrupted_run_
     _wait(lambda: _temps(d, "best.pt"), p, what="the best.pt write")
     _kill(p)
     held = _last_loads(d)
-    assert held == 6 and len(_rows(d)) == 1
+    assert held == 6 and len(metrics_rows(d)) == 1
     REPORT.append(f"kill 3: while best.pt of epoch 1 was written (metrics row logged): last.pt "
                   f"loads, holds step {held}")
     # 4. at a random moment once the resumed run has saved (every write slowed to 0.3 s)
@@ -151,7 +148,7 @@ def test_sigkill_at_several_moments_then_resume_ends_where_an_uninterrupted_run_
     diff = _max_diff(d / "last.pt", reference / "last.pt")
     assert diff <= 1e-6, diff
     assert _max_diff(d / "best.pt", reference / "best.pt") <= 1e-6
-    assert _rows(d) == _rows(reference)
+    assert metrics_rows(d) == metrics_rows(reference)
     assert _temps(d) == []
     REPORT.append(f"after {sum(r.startswith('kill') for r in REPORT)} kills: max |weight "
                   f"difference| to the uninterrupted run {diff:g}")
@@ -178,15 +175,6 @@ def test_sigterm_saves_exits_130_and_resumes_to_the_same_weights(reference, tmp_
 
 # ------------------------------------------------------------------ disks that refuse
 SMALL = ARGS[:-1]      # in-process, without --json
-
-
-def _one_line_error(r, *fragments):
-    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), (r.exit_code, r.output,
-                                                                      r.exception)
-    assert "Traceback" not in r.output
-    [line] = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert line.startswith("error: ") and all(f in line for f in fragments), line
-    return line
 
 
 def test_a_full_disk_ends_the_run_in_one_line_and_keeps_the_previous_checkpoint(tmp_path,
@@ -225,14 +213,13 @@ def test_a_full_disk_ends_the_run_in_one_line_and_keeps_the_previous_checkpoint(
         return f
     monkeypatch.setattr(ck, "open", fake_open, raising=False)
     d = tmp_path / "run"
-    r = CliRunner().invoke(main, [*SMALL, "--out", str(d)])
-    line = _one_line_error(r, "cannot write", "last.pt", "No space left on device")
+    r = run_cli(*SMALL, "--out", d)
+    line = assert_one_line_error(r, "cannot write", "last.pt", "No space left on device")
     assert len(writes) == 5                          # steps 2, 4, 6; best.pt of epoch 1; last.pt
     assert _last_loads(d) == 6 and _temps(d) == []
     monkeypatch.undo()
-    r = CliRunner().invoke(main, [*SMALL, "--out", str(d), "--resume"])
-    assert r.exit_code == 0, r.output
-    assert _last_loads(d) == 16 and len(_rows(d)) == 2
+    run_cli_ok(*SMALL, "--out", d, "--resume")
+    assert _last_loads(d) == 16 and len(metrics_rows(d)) == 2
     print(f"ENOSPC (injected): {line!r}; last.pt kept at step 6; resume finished")
 
 
@@ -251,14 +238,14 @@ def test_a_really_full_filesystem_and_a_read_only_one(tmp_path):
     _mount_tmpfs(mnt, "5500k")
     try:
         d = mnt / "run"
-        r = CliRunner().invoke(main, [*SMALL, "--out", str(d)])
-        line = _one_line_error(r, "cannot write", "No space left on device")
+        r = run_cli(*SMALL, "--out", d)
+        line = assert_one_line_error(r, "cannot write", "No space left on device")
         held = _last_loads(d)
         assert held == 6 and _temps(d) == []
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         before = (d / "last.pt").read_bytes()
-        r = CliRunner().invoke(main, [*SMALL, "--out", str(d), "--resume"])
-        line_ro = _one_line_error(r, "cannot write", "Read-only file system")
+        r = run_cli(*SMALL, "--out", d, "--resume")
+        line_ro = assert_one_line_error(r, "cannot write", "Read-only file system")
         assert (d / "last.pt").read_bytes() == before
         print(f"real full tmpfs: {line!r}, last.pt kept at step {held}; read-only: {line_ro!r}")
     finally:
@@ -267,8 +254,8 @@ def test_a_really_full_filesystem_and_a_read_only_one(tmp_path):
 
 def test_an_output_directory_that_cannot_be_created(tmp_path):
     (tmp_path / "a_file").write_text("not a directory")
-    r = CliRunner().invoke(main, [*SMALL, "--out", str(tmp_path / "a_file" / "run")])
-    line = _one_line_error(r, "--out", "a_file/run", "cannot create the directory",
+    r = run_cli(*SMALL, "--out", tmp_path / "a_file" / "run")
+    line = assert_one_line_error(r, "--out", "a_file/run", "cannot create the directory",
                            "Not a directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
     print(f"output under a file: {line!r}")

@@ -3,8 +3,8 @@ device wiring, and the rules for CUDA graphs and the autocast dtype (the graph i
 tests/test_cuda.py)."""
 import pytest
 import torch
+from helpers import masked_resnet20
 
-import mcgraph
 from mcgraph.errors import McGraphError
 from mcgraph.masks import mask_modules
 from mcgraph.train.config import TrainConfig
@@ -12,8 +12,7 @@ from mcgraph.train.step import Stepper, amp_dtype
 
 
 def _setup(fan_in=2, seed=0, **cfg):
-    gm = mcgraph.rewrite("resnet20", fan_in, "uniform", num_classes=10, in_channels=1,
-                         input_size=(8, 8), seed=seed).train()
+    gm = masked_resnet20(fan_in, "uniform", seed=seed, size=8).train()
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
     return gm, Stepper(gm, TrainConfig(model="resnet20", device="cpu", **cfg),

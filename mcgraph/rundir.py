@@ -1,0 +1,120 @@
+"""A run directory: what ``mcgraph train`` writes, and the one place that reads it.
+
+    rows = read_metrics(d)                 # one dict per finished epoch
+    best = select_best(rows)               # the epoch best.pt holds (validation, masks frozen)
+    state = run_state(d)                   # "done" (result.json) | "resume" (last.pt) | "new"
+
+Files: ``config.json`` (the run's settings and what it ran on), ``metrics.jsonl`` (one JSON
+line per epoch), ``last.pt`` and ``best.pt`` (checkpoints), and, once an experiment measured
+the run, ``result.json``. Every write is atomic (:mod:`mcgraph.io`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import McGraphError, first_line
+from .io import append_text, write_text_atomic
+
+CONFIG, METRICS, RESULT = "config.json", "metrics.jsonl", "result.json"
+LAST, BEST = "last.pt", "best.pt"
+RUN_FILES = (CONFIG, METRICS, LAST, BEST)       # what a training run writes
+State = Literal["done", "resume", "new"]
+PathLike = str | os.PathLike
+
+
+def _json(p: Path, where: str) -> Any:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise McGraphError(where, f"{p} is not readable JSON: {first_line(e)}") from None
+
+
+def read_config(d: PathLike, where: str = "run") -> dict[str, Any] | None:
+    """The run's config.json; None when there is none."""
+    p = Path(d) / CONFIG
+    if not p.is_file():
+        return None
+    info = _json(p, where)
+    if not isinstance(info, dict):
+        raise McGraphError(where, f"{p} is not a JSON object")
+    return info
+
+
+def write_config(d: PathLike, info: dict[str, Any], where: str = "train") -> None:
+    write_text_atomic(Path(d) / CONFIG, json.dumps(info, indent=2) + "\n", where)
+
+
+def read_result(d: PathLike, where: str = "experiment") -> dict[str, Any] | None:
+    """The run's result.json (an experiment's measurement of it); None when not done."""
+    p = Path(d) / RESULT
+    return _json(p, where) if p.is_file() else None
+
+
+def write_result(d: PathLike, result: dict[str, Any], where: str = "experiment") -> None:
+    """Written last: its presence means the run is done."""
+    write_text_atomic(Path(d) / RESULT, json.dumps(result, indent=2) + "\n", where)
+
+
+def read_metrics(d: PathLike, where: str = "run") -> list[dict[str, Any]]:
+    """The run's metrics.jsonl rows (one per epoch); [] when absent."""
+    p = Path(d) / METRICS
+    if not p.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    except ValueError as e:
+        raise McGraphError(where, f"{p} is not JSON lines: {first_line(e)}") from None
+
+
+def start_metrics(d: PathLike, where: str = "train") -> None:
+    write_text_atomic(Path(d) / METRICS, "", where)
+
+
+def append_metrics(d: PathLike, row: dict[str, Any], where: str = "train") -> None:
+    append_text(Path(d) / METRICS, json.dumps(row) + "\n", where)
+
+
+def trim_metrics(d: PathLike, epochs_done: int, where: str = "train") -> None:
+    """Drop rows of epochs the checkpoint does not hold (a run killed after logging an epoch's
+    row but before its last.pt) and a torn last line, so that the resumed run logs each once."""
+    p = Path(d) / METRICS
+    if not p.is_file():
+        return
+    text = p.read_text()
+    keep = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epochs_done:
+            keep.append(line + "\n")
+    if "".join(keep) != text:
+        write_text_atomic(p, "".join(keep), where)
+
+
+def run_state(d: PathLike) -> State:
+    if (Path(d) / RESULT).is_file():
+        return "done"
+    return "resume" if (Path(d) / LAST).is_file() else "new"
+
+
+def select_best(rows: list[dict[str, Any]], where: str = "experiment") -> dict[str, Any]:
+    """The row of the epoch best.pt holds, as the trainer chooses it: among epochs that ended
+    with the masks frozen (a checkpoint ready to compile), the first maximum of val_acc; without
+    val_acc, the last such epoch. Never the test accuracy: selecting on test would report a
+    number chosen on it."""
+    if not rows:
+        raise McGraphError(where, "no epochs recorded (metrics.jsonl is empty)")
+    rows = [r for r in rows if r.get("masks_frozen", True)] or rows[-1:]
+    with_val = [r for r in rows if r.get("val_acc") is not None]
+    if not with_val:
+        return rows[-1]
+    return max(with_val, key=lambda r: r["val_acc"])    # max keeps the first of equal values
+
+
+def train_seconds(rows: list[dict[str, Any]]) -> float:
+    return float(sum(r.get("seconds", 0.0) for r in rows))
