@@ -137,7 +137,7 @@ def infer_part(args, dev: torch.device) -> list[dict[str, Any]]:
             for b in args.batches:
                 x = torch.randn(b, *shape)
                 row = {"model": d.name, "which": label, "batch": b,
-                       "params": mcgraph.count_params(model),
+                       "params": report.params_after,
                        "torch_fp32_ms": _torch_ms(m32, x.to(dev), args.repeats)}
                 if dev.type == "cuda":
                     row["torch_fp16_ms"] = _torch_ms(m32.half(), x.to(dev).half(), args.repeats)

@@ -18,7 +18,8 @@ from torch import fx, nn
 from .checkpoint import VERSION, read_checkpoint, write_checkpoint
 from .config import RewriteConfig, default
 from .errors import McGraphError, state_dict_error
-from .ir import META, carried_dag, dag_of
+from . import graph_meta
+from .ir import carried_dag, dag_of
 from .readiness import wiring_state
 from .masks import mask_modules
 from .passes import (ConvAdapters, DiscoverBlocks, EliminateDead, FindModules, Freeze, FuseBranches, InsertMasks,
@@ -38,15 +39,14 @@ def count_params(model: nn.Module, masks: bool = False) -> int:
 def description(model: fx.GraphModule) -> dict[str, Any]:
     """The plain description a checkpoint stores (see :func:`save`): how to rebuild the model,
     and its connectivity read from the DAG the graph carries."""
-    meta = getattr(model, "meta", {}).get(META)
-    if not isinstance(meta, dict) or "rewrite" not in meta:
+    if not graph_meta.has_record(model):
         raise McGraphError("save", "the model was not produced by mcgraph.rewrite")
     if not mask_modules(model):     # its state dict is not the masked model's: it would not load
         raise McGraphError("save", "the model has no masks (it was compiled); save the masked "
                                    "model, or export the compiled one with export_onnx")
     dag = dag_of(model)
     masks = {b: {k: v for k, v in dag.entry(b).items() if k != "module"} for b in dag.blocks()}
-    return {**meta["rewrite"], "masks": masks}
+    return {**graph_meta.rewrite_record(model), "masks": masks}
 
 
 def rewrite(model: nn.Module | str, fan_in: int, init: str = default(_RW, "init"),
@@ -69,7 +69,7 @@ def rewrite(model: nn.Module | str, fan_in: int, init: str = default(_RW, "init"
     ``level``: ``module`` (masks between residual blocks), ``branch`` (ResNeXt: masks between
     the branches of consecutive blocks) or ``auto`` (branch when every block is a grouped
     bottleneck). The result is a masked ``fx.GraphModule`` carrying its module DAG
-    (``gm.meta["mcgraph"]["dag"]``); the original model is not modified. Runs trace,
+    (:mod:`mcgraph.graph_meta`); the original model is not modified. Runs trace,
     annotate_shapes, then the passes find_modules and insert_masks (or split_branches) through
     the driver, which proves the rewrite when it must preserve outputs (K=1 'prev', K=C 'full')."""
     model, name, args, example_input = build(model, model_args, num_classes, in_channels, weights,
@@ -78,17 +78,17 @@ def rewrite(model: nn.Module | str, fan_in: int, init: str = default(_RW, "init"
     mods = None if modules is None else list(modules)
     mask_pass_args = dict(fan_in=fan_in, init=init, seed=seed, mask_grad=mask_grad)
     gm = annotate_shapes(trace(model, mods), example_input)
-    gm.meta.setdefault(META, {})["rewrite"] = {
+    graph_meta.set_rewrite_record(gm, {
         "model": name, "model_args": args,
         "model_kwargs": {"num_classes": eff_classes if eff_classes is not None else num_classes,
                          "in_channels": eff_channels},     # None: no Conv2d to adapt
         "fan_in": int(fan_in), "init": init, "seed": int(seed), "mask_grad": mask_grad,
         "aggregate": aggregate, "level": level, "input_shape": list(example_input.shape[1:]),
         "modules": None if mods is None else [m if isinstance(m, str) else m.__name__ for m in mods],
-    }
+    })
     run_passes(gm, ([DiscoverBlocks()] if mods is None else []) + [FindModules(mods, level)])
     found = carried_dag(gm).level
-    gm.meta[META]["rewrite"]["level"] = found
+    graph_meta.rewrite_record(gm)["level"] = found
     mask_pass = (SplitBranches(**mask_pass_args) if found == "branch"
                  else InsertMasks(**mask_pass_args, aggregate=aggregate))
     return run_passes(gm, [mask_pass]).graph_module
@@ -149,7 +149,7 @@ def build(model: nn.Module | str, model_args: dict[str, Any] | None, num_classes
 
 def input_shape(model: fx.GraphModule) -> tuple[int, ...]:
     """One sample's (C, H, W) the model was rewritten for."""
-    return tuple(model.meta[META]["rewrite"]["input_shape"])
+    return graph_meta.input_shape(model)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import deploy
 from .errors import McGraphError
+from .export import read_metadata
 from .onnx_stats import initializer_params, onnx_macs, op_counts
 
 
@@ -51,7 +52,12 @@ def _describe(path: str, sess: Any) -> dict[str, Any]:
     except ValueError:
         macs = None                                    # shapes not inferable: say so, not 0
     ops = op_counts(path)
-    return {"model": path, "provider": sess.get_providers()[0], "params": initializer_params(path),
+    # one parameter count: the learned weights compile reported, recorded in the file; only
+    # for a file mcgraph did not write, the elements of its initializers
+    known = read_metadata(path).get("params")
+    return {"model": path, "provider": sess.get_providers()[0],
+            "params": known if known is not None else initializer_params(path),
+            "params_counted": "mcgraph" if known is not None else "initializers",
             "macs": macs, "conv_nodes": ops.get("Conv", 0) + ops.get("QLinearConv", 0),
             "ops": ops, "input_type": inp.type}
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from . import deploy
+from . import deploy, graph_meta
 from .accuracy import check_classes, count_correct, percent
 from .datainfo import DataInfo, class_names, same_normalization
 from .errors import McGraphError
@@ -96,7 +96,7 @@ def _evaluate_checkpoint(path: str, ds: Any, batch_size: int, device: str,
     want = [spec.in_channels, *spec.input_size]
     ckpt = read_checkpoint(path)
     model = load(ckpt, trust_code=trust_code)         # validates the description first
-    record = model.meta["mcgraph"]["rewrite"]
+    record = graph_meta.rewrite_record(model, "eval")
     if list(record["input_shape"]) != want:
         raise McGraphError(WHERE, f"{path} expects inputs {record['input_shape']}, {spec.name} "
                                   f"has {want}")

@@ -14,7 +14,8 @@ import torch
 from torch import fx, nn
 
 from .errors import McGraphError
-from .ir import META, ModuleDAG
+from . import graph_meta
+from .ir import ModuleDAG
 
 
 @dataclass
@@ -39,15 +40,15 @@ class Explanation:
 def explanation_of(gm: fx.GraphModule, error: str | None = None) -> Explanation:
     """Read what discovery and find_modules recorded on ``gm`` (a traced, rewritten or loaded
     model)."""
-    meta = gm.meta.get(META, {})
-    disc = meta.get("discovery", {})
-    dag = meta.get("dag")
+    disc = graph_meta.discovery(gm) or {}
+    dag = graph_meta.dag(gm)
     blocks = dag.block_names() if isinstance(dag, ModuleDAG) and error is None else []
-    mods = meta.get("rewrite", {}).get("modules")
+    record = graph_meta.rewrite_record(gm) if graph_meta.has_record(gm) else {}
+    mods = record.get("modules")
     return Explanation(
-        model=meta.get("rewrite", {}).get("model") or gm._get_name(), blocks=blocks,
+        model=record.get("model") or gm._get_name(), blocks=blocks,
         verdicts=[v.to_dict() for v in disc.get("verdicts", [])],
-        unreachable={b: [list(p) for p in ps] for b, ps in meta.get("unreachable", {}).items()},
+        unreachable={b: [list(p) for p in ps] for b, ps in graph_meta.unreachable(gm).items()},
         level=dag.level if isinstance(dag, ModuleDAG) and error is None else None,
         modules=mods, error=error)
 
@@ -68,9 +69,9 @@ def explain(model: nn.Module | str, *, input_size: tuple[int, int] | None = None
                               example_input)
     mods = None if modules is None else list(modules)
     gm = annotate_shapes(trace(model, mods), x)
-    gm.meta.setdefault(META, {})["rewrite"] = {
+    graph_meta.set_rewrite_record(gm, {
         "model": name or type(model).__name__,
-        "modules": None if mods is None else [m if isinstance(m, str) else m.__name__ for m in mods]}
+        "modules": None if mods is None else [m if isinstance(m, str) else m.__name__ for m in mods]})
     error = None
     try:
         run_passes(gm, ([DiscoverBlocks()] if mods is None else []) + [FindModules(mods, level)])

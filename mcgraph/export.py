@@ -31,7 +31,8 @@ from torch import nn
 from .datainfo import NORMALIZATION, DataInfo
 from .errors import McGraphError, first_line
 from .io import atomic_path, check_out_path
-from .ir import HEAD, META, ModuleDAG, dag_of
+from . import graph_meta
+from .ir import HEAD, ModuleDAG, dag_of
 from .masks import mask_modules
 
 PASS = "export_onnx"
@@ -43,15 +44,18 @@ LAYOUT = "NCHW"
 KEYS: dict[str, type] = {
     "version": str, "input_layout": str, "input_channels": int, "input_size": list,
     "num_classes": int, "dataset": str, "normalization": str, "mean": list, "std": list,
-    "class_names": list, "rewrite": dict, "wiring": dict}
+    "class_names": list, "rewrite": dict, "wiring": dict, "params": int}
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[int, ...],
-                opset: int = DEFAULT_OPSET, data: DataInfo | Any | None = None) -> Path:
+                opset: int = DEFAULT_OPSET, data: DataInfo | Any | None = None,
+                params: int | None = None) -> Path:
     """``input_shape`` is one sample's shape (C, H, W); the batch axis is dynamic. ``data``: the
     data set the model was trained on (a :class:`DataInfo`, a DataSpec or the dict of one, as a
     run's config.json holds it), recorded in the file; None records no data set and no
-    normalization (:func:`mcgraph.datainfo.checkpoint_data` finds a checkpoint's)."""
+    normalization (:func:`mcgraph.datainfo.checkpoint_data` finds a checkpoint's). ``params``:
+    the network's learned parameters (a compile report's ``params_after``), the one count
+    ``mcgraph bench`` then shows for the file."""
     path = check_out_path(path, PASS)
     if opset < 18:
         raise McGraphError(PASS, f"opset must be >= 18, got {opset}", "opset")
@@ -75,6 +79,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
             raise McGraphError(PASS, f"{type(model).__name__} did not export"
                                      f"{_reason(e, log.getvalue())}") from None
         meta = model_metadata(model, input_shape, _output_classes(program), info)
+        if params is not None:
+            meta["params"] = int(params)
         program.model.metadata_props.update(encode_metadata(meta))
         try:
             with warnings.catch_warnings(), redirect_stdout(log), redirect_stderr(log):
@@ -109,11 +115,9 @@ def model_metadata(model: nn.Module, input_shape: tuple[int, ...], num_classes: 
         meta.update(input_layout=LAYOUT, input_channels=c, input_size=[h, w])
     if num_classes is not None:
         meta["num_classes"] = int(num_classes)
-    carried = getattr(model, "meta", None)          # a GraphModule's; plain modules have none
-    record = carried.get(META) if isinstance(carried, dict) else None
-    if isinstance(record, dict) and isinstance(record.get("rewrite"), dict):
+    if graph_meta.has_record(model):                # plain modules have none
         # through JSON once, so that the value equals what read_metadata returns (lists)
-        meta["rewrite"] = json.loads(json.dumps(record["rewrite"], default=str))
+        meta["rewrite"] = json.loads(json.dumps(graph_meta.rewrite_record(model), default=str))
     wired = wiring(model)
     if wired is not None:
         meta["wiring"] = wired
@@ -149,8 +153,7 @@ def wiring(model: nn.Module) -> dict[str, Any] | None:
     """The frozen wiring of a model mcgraph rewrote and compiled: for each module kept, the
     inputs it reads (``reads``, the head's included), and the modules removed as dead; None for
     a model without a module DAG or with an undecided edge."""
-    meta = getattr(model, "meta", None)
-    if not isinstance(meta, dict) or not isinstance(meta.get(META, {}).get("dag"), ModuleDAG):
+    if not isinstance(graph_meta.dag(model), ModuleDAG):
         return None
     try:
         dag = dag_of(model)

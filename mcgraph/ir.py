@@ -1,6 +1,6 @@
 """ModuleDAG: the module-level intermediate representation (networkx inside), carried on the graph.
 
-The DAG's *structure* lives at ``gm.meta["mcgraph"]["dag"]``: :func:`find_modules` writes it,
+The DAG's *structure* is carried on the graph (:func:`mcgraph.graph_meta.dag`): :func:`find_modules` writes it,
 rewrite passes update it, and everything downstream (dead-module elimination, branch pruning,
 ``inspect``, the plot, checkpoints) reads it from there. Mask *values* stay in the mask
 parameters (they change every step); :func:`dag_of` reads them when asked, so a DAG never goes
@@ -31,7 +31,6 @@ from .errors import McGraphError
 from .masks import KHotMask, MaskConnect
 
 HEAD = "head"
-META = "mcgraph"
 
 
 class ModuleDAG:
@@ -262,8 +261,9 @@ def branch_dag(source: str, blocks: list[tuple[str, int]]) -> ModuleDAG:
 
 
 def carried_dag(gm: nn.Module, where: str = "mcgraph") -> ModuleDAG:
-    """The structure a pass reads and updates in place: ``gm.meta["mcgraph"]["dag"]``."""
-    dag = getattr(gm, "meta", {}).get(META, {}).get("dag")
+    """The structure a pass reads and updates in place (:func:`mcgraph.graph_meta.dag`)."""
+    from . import graph_meta
+    dag = graph_meta.dag(gm)
     if not isinstance(dag, ModuleDAG):
         raise McGraphError(where, f"{type(gm).__name__} carries no module DAG; run find_modules "
                                   "(mcgraph.rewrite does) first")

@@ -10,7 +10,7 @@ from typing import Any
 import onnx
 import torch
 
-from . import deploy, precision
+from . import deploy, graph_meta, precision
 from .api import CompileReport, compile, count_params, load, rewrite, save
 from .accuracy import check_classes
 from .config import CompileConfig, RewriteConfig
@@ -31,14 +31,14 @@ def rewrite_to_checkpoint(cfg: RewriteConfig) -> dict[str, Any]:
                  aggregate=cfg.aggregate, level=cfg.level, model_args=dict(cfg.model_args))
     save(gm, out)
     dag = dag_of(gm)
-    rw = gm.meta["mcgraph"]["rewrite"]
+    rw = graph_meta.rewrite_record(gm)
     args = {"model_args": rw["model_args"]} if rw.get("model_args") else {}
     return {"checkpoint": str(out), "model": rw["model"], **args, **rw["model_kwargs"],
             "fan_in": cfg.fan_in, "init": cfg.init,
             "level": dag.level, "modules": len(dag.blocks()),
             "candidate_edges": sum(m.rows * m.num_candidates for m in mask_modules(gm)),
             "params": count_params(gm), "mask_params": count_params(gm, masks=True),
-            "input_shape": gm.meta["mcgraph"]["rewrite"]["input_shape"]}
+            "input_shape": rw["input_shape"]}
 
 
 def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
@@ -56,11 +56,11 @@ def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
                                       f"package knows), got {cfg.opset}", "opset")
     t0 = time.perf_counter()
     masked = load(cfg.checkpoint, trust_code=cfg.trust_code)
-    shape = masked.meta["mcgraph"]["rewrite"]["input_shape"]
+    shape = graph_meta.input_shape(masked)
     data = precision.load_matching_data(cfg.data, cfg.data_dir, shape) if cfg.data else None
     if data is not None:           # before any export: a mismatch would only show at top-1
-        check_classes("compile", cfg.checkpoint, masked.meta["mcgraph"]["rewrite"]["model_kwargs"]
-                      .get("num_classes"), data.spec.name, data.spec.num_classes)
+        check_classes("compile", cfg.checkpoint, graph_meta.num_classes(masked), data.spec.name,
+                      data.spec.num_classes)
     masked, note = freeze_learning_masks(masked, data)
     slim, report = compile(masked)
     report.notes += [note] if note else []
@@ -69,7 +69,7 @@ def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
             tempfile.TemporaryDirectory(prefix="mcgraph-compile-") as tmp:
         fp32 = staged if cfg.precision == "fp32" else Path(tmp) / "fp32.onnx"
         export_onnx(slim, fp32, tuple(report.input_shape), opset=cfg.opset,
-                    data=checkpoint_data(cfg.checkpoint))
+                    data=checkpoint_data(cfg.checkpoint), params=report.params_after)
         if cfg.verify:
             report.onnx_max_abs_diff = verify_onnx(masked, fp32, cfg.batch_sizes, cfg.tolerance)
         if cfg.precision == "int8":
@@ -132,7 +132,7 @@ def verify_onnx(masked: torch.nn.Module, path: Path, batch_sizes: tuple[int, ...
                 tolerance: float = 1e-4) -> float:
     """Max |onnxruntime - masked model in eval| over the batch sizes; raise past the tolerance.
     (Eval of the masked model reads the top-K, which is what freezing fixes.)"""
-    shape = tuple(masked.meta["mcgraph"]["rewrite"]["input_shape"])
+    shape = graph_meta.input_shape(masked)
     sess = deploy.make_session(path, device="cpu")
     was = masked.training
     masked.eval()

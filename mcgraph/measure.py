@@ -49,7 +49,7 @@ def compile_export_time(masked: fx.GraphModule, onnx_path: str | Path, *,
     data set's description for the file's metadata (:func:`mcgraph.datainfo.checkpoint_data`)."""
     slim, report = compile(masked)
     shape = tuple(report.input_shape)
-    path = export_onnx(slim, Path(onnx_path), shape, data=data)
+    path = export_onnx(slim, Path(onnx_path), shape, data=data, params=report.params_after)
     if verify:
         from .jobs import verify_onnx
         report.onnx_max_abs_diff = verify_onnx(masked, path)
@@ -61,8 +61,8 @@ def original_onnx(masked: fx.GraphModule, path: str | Path) -> Path:
     """The original network of ``masked`` (same architecture, no masks, every block), exported:
     the baseline for size and latency. Its weights are fresh; latency and size do not depend on
     their values."""
-    from .ir import META
+    from . import graph_meta
     from .models import create_model
-    rw = masked.meta[META]["rewrite"]
+    rw = graph_meta.rewrite_record(masked)
     original = create_model(rw["model"], **rw["model_kwargs"]).eval()
     return export_onnx(original, Path(path), tuple(rw["input_shape"]))

@@ -17,7 +17,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import McGraphError, first_line
 
-from .ir import META
+from . import graph_meta
 
 
 def describe_blocks(modules: Iterable[type | str] | None) -> str:
@@ -51,7 +51,7 @@ class BlockTracer(fx.Tracer):
 def trace(model: nn.Module, modules: Iterable[type | str] | None = None) -> fx.GraphModule:
     """Symbolically trace ``model`` keeping residual blocks as leaves: ``modules`` when given,
     else every candidate of residual form, whose verdicts (block or why not) go to
-    ``gm.meta["mcgraph"]["discovery"]`` for the ``discover_blocks`` pass.
+    :func:`mcgraph.graph_meta.discovery` for the ``discover_blocks`` pass.
 
     Raises McGraphError naming the model when fx cannot trace it (data-dependent control flow).
     """
@@ -69,7 +69,7 @@ def trace(model: nn.Module, modules: Iterable[type | str] | None = None) -> fx.G
                                     f"({type(e).__name__}: {first_line(e)})") from None
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     if discovery is not None:
-        gm.meta[META] = {"discovery": discovery}
+        graph_meta.set_discovery(gm, discovery)
     return gm
 
 

@@ -11,6 +11,7 @@ import torch
 from onnx import TensorProto, helper
 
 import mcgraph
+from mcgraph.masks import mask_modules
 
 
 class Payload:
@@ -164,6 +165,24 @@ def make_files(d):
     for split in ("train", "val"):
         _png(d / "if_ok" / split / "a" / "x.png")
         _png(d / "if_corrupt" / split / "a" / "x.png", ok=False)
+    # 3 classes of 32x32 RGB images, and a 10-class model for that input
+    for split in ("train", "val"):
+        for cls in ("a", "b", "c"):
+            _png(d / "if3" / split / cls / "x.png")
+    mcgraph.export_onnx(mcgraph.create_model("resnet20").eval(), d / "r20_rgb32.onnx", (3, 32, 32))
+    # wirings compile must refuse: untrained (every m~ equal), or masks that were still learning
+    mcgraph.save(mcgraph.rewrite("resnet20", 1, "uniform", in_channels=1, input_size=(16, 16)),
+                 d / "uniform.pt")
+    learning = mcgraph.rewrite("resnet20", 1, "random", in_channels=1, input_size=(16, 16))
+    for m in mask_modules(learning):
+        m.step.fill_(2)                        # drew two wirings, never froze
+    mcgraph.save(learning, d / "learning.pt")
+    mcgraph.save(mcgraph.rewrite("resnet20", 2, "random", in_channels=1, input_size=(16, 16)),
+                 d / "k2.pt")
+    # a finished run's directory (a new run must not mix with it)
+    (d / "run_done").mkdir()
+    for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt"):
+        (d / "run_done" / name).write_text("{}\n")
     (d / "fm_trunc").mkdir()
     for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                  "t10k-labels-idx1-ubyte"):

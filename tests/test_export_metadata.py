@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 
 import mcgraph
+from mcgraph import graph_meta
 from mcgraph import McGraphError, precision
 from mcgraph.config import CompileConfig
 from mcgraph.datainfo import FASHION_MNIST, DataInfo, checkpoint_data
@@ -38,7 +39,7 @@ def test_metadata_round_trips(prev):
                     mean=(0.25,), std=(0.5,), class_names=NAMES)
     path = mcgraph.export_onnx(slim, d / "m.onnx", shape, data=info)
     chain = dict(zip(BLOCKS, [["relu"]] + [[b] for b in BLOCKS[:-1]]))
-    rewrite = {**gm.meta["mcgraph"]["rewrite"], "input_shape": [1, 16, 16]}
+    rewrite = {**graph_meta.rewrite_record(gm), "input_shape": [1, 16, 16]}
     expected = {
         "version": mcgraph.__version__, "input_layout": "NCHW", "input_channels": 1,
         "input_size": [16, 16], "num_classes": 10, "dataset": "my-data",
@@ -150,3 +151,19 @@ def test_imagefolder_class_names_are_its_folders(tmp_path):
     spec = dataclasses.replace(load_data("synthetic").spec, name=f"imagefolder:{tmp_path}",
                                num_classes=3)
     assert DataInfo.from_spec(spec).class_names == ("ant", "bee", "cat")   # ImageFolder's order
+
+
+def test_compile_and_bench_count_the_same_parameters(tmp_path):
+    """One parameter count: bench shows the learned weights compile reported (from the file's
+    metadata), not the ONNX initializers (BatchNorm statistics, adapter constants)."""
+    from mcgraph.bench import BenchConfig, benchmark
+    from mcgraph.jobs import compile_checkpoint
+    from mcgraph.config import CompileConfig
+    ck = tmp_path / "m.pt"
+    mcgraph.save(mcgraph.rewrite("resnet20", 1, "random", num_classes=10, in_channels=1,
+                                 input_size=(16, 16)), ck)
+    rep = compile_checkpoint(CompileConfig(checkpoint=str(ck), out=str(tmp_path / "m.onnx")))
+    [entry] = benchmark(BenchConfig(models=(str(tmp_path / "m.onnx"),), batch_sizes=(1,),
+                                    repeats=1, warmup=0))
+    assert entry["params"] == rep.params_after and entry["params_counted"] == "mcgraph"
+    assert read_metadata(tmp_path / "m.onnx")["params"] == rep.params_after

@@ -138,6 +138,23 @@ CASES = [
     # ---- compile: the checkpoint, -o, --report, numbers, --data
     *_ckpt_cases("compile {} -o m.onnx", "compile-ckpt"),
     case("compile-ckpt-dir", "compile {F}/adir -o m.onnx", IS_DIR),
+    # ---- results that would mislead: refused in one line
+    case("compile-masks-still-learning", "compile {F}/learning.pt -o m.onnx",
+         ("masks were still learning", "--data to freeze")),
+    case("compile-untrained-tie", "compile {F}/uniform.pt -o m.onnx",
+         ("is a tie", "--init prev")),
+    case("train-out-holds-a-run", "train resnet20 --data synthetic --epochs 1 --no-progress "
+         "--out {F}/run_done", ("already holds a run", "--resume", "--overwrite")),
+    case("train-resume-and-overwrite", "train resnet20 --resume --overwrite --out run",
+         ("--overwrite", "not both")),
+    case("train-ckpt-other-fan-in", "train {F}/k2.pt --data synthetic -k 3 --epochs 1 "
+         "--no-progress --out run", ("--fan-in 3 cannot apply", "rewritten with fan_in 2")),
+    case("train-ckpt-other-aggregate", "train {F}/k2.pt --data synthetic --aggregate sum "
+         "--epochs 1 --no-progress --out run", ("--aggregate 'sum' cannot apply", "'mean'")),
+    case("eval-onnx-other-class-count", "eval {F}/r20_rgb32.onnx --data imagefolder:{F}/if3",
+         ("10 classes", "has 3")),
+    case("compile-data-other-input", "compile {F}/good.pt -o m.onnx --data imagefolder:{F}/if3",
+         "inputs"),
     case("compile-ckpt-trusted-source-raises", "compile {F}/src.pt --trust-code -o m.onnx", SRC_RAISES),
     case("compile-out-missing-dir", "compile {F}/good.pt -o no/m.onnx",
          ("output directory no", "does not exist")),

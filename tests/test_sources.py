@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import mcgraph
+from mcgraph import graph_meta
 from helpers import assert_same_outputs, eval_outputs, rand
 from mcgraph import McGraphError
 from mcgraph.sources import (ModelSource, adapt_io, build_model, io_channels, parse_model_args,
@@ -218,7 +219,7 @@ def test_rewrite_file_source_records_and_reloads(net_file, tmp_path):
                          model_args={"width": 8, "blocks": 3}, num_classes=5, in_channels=1)
     masks = [m for m in gm.modules() if isinstance(m, mcgraph.MaskConnect)]
     assert [m.target for m in masks] == ["layer.0", "layer.1", "layer.2"]
-    rw = gm.meta["mcgraph"]["rewrite"]
+    rw = graph_meta.rewrite_record(gm)
     assert rw["model"] == f"{net_file}:make" and rw["model_args"] == {"width": 8, "blocks": 3}
     assert rw["model_kwargs"] == {"num_classes": 5, "in_channels": 1}
     assert rw["input_shape"] == [1, 8, 8]
@@ -237,17 +238,17 @@ def test_rewrite_file_source_records_and_reloads(net_file, tmp_path):
 
 def test_rewrite_keeps_the_sources_own_io(net_file):
     gm = mcgraph.rewrite(f"{net_file}:make", fan_in=1, model_args={"num_classes": 6})
-    rw = gm.meta["mcgraph"]["rewrite"]
+    rw = graph_meta.rewrite_record(gm)
     assert rw["model_kwargs"] == {"num_classes": 6, "in_channels": 3}   # not forced to 10
     assert rw["input_shape"] == [3, 32, 32]
     reg = mcgraph.rewrite("resnet20", fan_in=1, input_size=(8, 8))
-    assert reg.meta["mcgraph"]["rewrite"]["model_kwargs"] == {"num_classes": 10, "in_channels": 3}
+    assert graph_meta.rewrite_record(reg)["model_kwargs"] == {"num_classes": 10, "in_channels": 3}
 
 
 def test_torchvision_rewrite_and_reload_needs_no_trust(tmp_path):
     gm = mcgraph.rewrite("torchvision:resnet18", fan_in=1, init="prev", input_size=(32, 32),
                          num_classes=7, in_channels=1)
-    rw = gm.meta["mcgraph"]["rewrite"]
+    rw = graph_meta.rewrite_record(gm)
     assert rw["model"] == "torchvision:resnet18"
     assert rw["model_kwargs"] == {"num_classes": 7, "in_channels": 1}
     assert len([m for m in gm.modules() if isinstance(m, mcgraph.MaskConnect)]) == 8

@@ -1,7 +1,7 @@
 """Analysis pass: keep the residual candidates that are called once on the network's main path.
 
 Requires: ``gm`` traced by :func:`mcgraph.tracing.trace` without ``modules`` (every module of
-          residual form is a leaf and ``gm.meta["mcgraph"]["discovery"]`` holds the candidates
+          residual form is a leaf and :func:`mcgraph.graph_meta.discovery` holds the candidates
           and the verdicts of the structural search, :mod:`mcgraph.residual`), with shapes
           (:func:`mcgraph.tracing.annotate_shapes`).
 Ensures:  ``discovery["blocks"]``: the candidates that are called exactly once, lie on the
@@ -11,14 +11,14 @@ Ensures:  ``discovery["blocks"]``: the candidates that are called exactly once, 
 
     gm = annotate_shapes(trace(model), torch.randn(1, 3, 64, 64))
     run_passes(gm, [DiscoverBlocks()])
-    gm.meta["mcgraph"]["discovery"]["blocks"]      # ['layer1.0', 'layer1.1', ...]
+    graph_meta.discovery(gm)["blocks"]      # ['layer1.0', 'layer1.1', ...]
 """
 from __future__ import annotations
 
 import networkx as nx
 from torch import fx
 
-from ..ir import META
+from .. import graph_meta
 from ..residual import Verdict
 from ..tracing import node_shape
 from .base import GraphPass, PassResult
@@ -47,14 +47,14 @@ class DiscoverBlocks(GraphPass):
     name = "discover_blocks"
 
     def requires(self, gm: fx.GraphModule) -> None:
-        if "candidates" not in gm.meta.get(META, {}).get("discovery", {}):
+        if "candidates" not in (graph_meta.discovery(gm) or {}):
             raise self.error("the graph carries no residual candidates; trace it with "
                              "mcgraph.tracing.trace(model) (no modules=)")
         if not any("tensor_meta" in n.meta for n in gm.graph.nodes):
             raise self.error("the graph has no shapes; run annotate_shapes first")
 
     def call(self, gm: fx.GraphModule) -> PassResult:
-        disc = gm.meta[META]["discovery"]
+        disc = graph_meta.discovery(gm) or {}
         calls: dict[str, list[fx.Node]] = {}
         for n in gm.graph.nodes:
             if n.op == "call_module":

@@ -19,7 +19,8 @@ import torch
 from torch import fx
 
 from ..errors import McGraphError, first_line
-from ..ir import META, ModuleDAG, dag_of
+from .. import graph_meta
+from ..ir import ModuleDAG, dag_of
 from ..masks import mask_modules
 from .base import GraphPass
 
@@ -45,7 +46,7 @@ class PipelineResult:
 
 def probe_input(gm: fx.GraphModule, batch: int = 2, seed: int = 0) -> torch.Tensor | None:
     """A seeded random batch of the shape ``gm`` was rewritten for, on its device (None: unknown)."""
-    shape = gm.meta.get(META, {}).get("rewrite", {}).get("input_shape")
+    shape = graph_meta.input_shape(gm) if graph_meta.has_record(gm) else None
     if shape is None:
         return None
     p = next(iter(gm.parameters()), None)
@@ -72,7 +73,7 @@ def _recompile(p: GraphPass, gm: fx.GraphModule) -> None:
 
 
 def _check_dag(p: GraphPass, gm: fx.GraphModule) -> None:
-    if not isinstance(gm.meta.get(META, {}).get("dag"), ModuleDAG) or not mask_modules(gm):
+    if not isinstance(graph_meta.dag(gm), ModuleDAG) or not mask_modules(gm):
         return
     if dag_of(gm) != ModuleDAG.from_graph_module(gm):
         raise McGraphError(p.name, "the module DAG carried on the graph no longer matches its masks")

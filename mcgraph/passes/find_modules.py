@@ -3,11 +3,11 @@
 Requires: ``gm`` traced by :func:`mcgraph.tracing.trace` (blocks are ``call_module`` leaves) and
           annotated by :func:`mcgraph.tracing.annotate_shapes` (``node.meta['tensor_meta']``);
           the blocks are ``modules`` (types or names) or, by default, those the analysis pass
-          ``discover_blocks`` kept (``gm.meta["mcgraph"]["discovery"]["blocks"]``).
-Ensures:  ``gm.meta["mcgraph"]["dag"]`` holds the :class:`~mcgraph.ir.ModuleDAG` structure:
+          ``discover_blocks`` kept (:func:`mcgraph.graph_meta.discovery`).
+Ensures:  :func:`mcgraph.graph_meta.dag` holds the :class:`~mcgraph.ir.ModuleDAG` structure:
           module level (every earlier output the parameter-free adapter can bring to a block's
           input shape, subsampling by the composed stride of the blocks between, is a candidate,
-          across stages; ``gm.meta["mcgraph"]["unreachable"]`` says why each other one is not)
+          across stages; :func:`mcgraph.graph_meta.unreachable` says why each other one is not)
           or branch level (ResNeXt: the C branches of consecutive blocks). ``level='auto'``
           picks branch when every block is a grouped bottleneck of one cardinality C. The graph is
           not changed.
@@ -25,7 +25,8 @@ from torch import fx
 
 from ..branches import bottleneck_parts
 from ..errors import McGraphError
-from ..ir import META, ModuleDAG, branch_dag, carried_dag, module_dag
+from .. import graph_meta
+from ..ir import ModuleDAG, branch_dag, carried_dag, module_dag
 from ..tracing import describe_blocks, is_block, node_shape
 from .base import GraphPass, PassResult
 
@@ -76,7 +77,7 @@ def block_nodes(gm: fx.GraphModule, modules: Iterable[type | str] | None = None)
     """All ``call_module`` nodes that are residual blocks, in graph order: those of ``modules``,
     or (None) those ``discover_blocks`` kept."""
     if modules is None:
-        disc = gm.meta.get(META, {}).get("discovery", {})
+        disc = graph_meta.discovery(gm) or {}
         if "blocks" not in disc:
             raise McGraphError("find_modules", "no blocks discovered; run discover_blocks first "
                                                "(mcgraph.rewrite does) or pass modules=")
@@ -119,8 +120,8 @@ class FindModules(GraphPass):
             dag = branch_dag(source.name, cards)
         else:
             dag, unreachable = self._module_dag(source, chain)
-            gm.meta.setdefault(META, {})["unreachable"] = unreachable
-        gm.meta.setdefault(META, {})["dag"] = dag
+            graph_meta.set_unreachable(gm, unreachable)
+        graph_meta.set_dag(gm, dag)
         return PassResult(gm, False)
 
     def ensures(self, gm: fx.GraphModule) -> None:
@@ -161,7 +162,7 @@ class FindModules(GraphPass):
                     f"{describe_blocks(self.modules)}); check the block types or names given "
                     "with modules=/--modules")
         from .discover_blocks import nearest
-        verdicts = gm.meta[META]["discovery"]["verdicts"]
+        verdicts = (graph_meta.discovery(gm) or {})["verdicts"]
         return (f"no residual blocks found in {gm._get_name()} (a block returns act(F(x) + S(x)) "
                 f"and is called once on the main path); nearest: {nearest(verdicts)}; hint: "
                 "name the blocks with modules=/--modules, or see mcgraph rewrite --explain")
@@ -225,7 +226,7 @@ def find_modules(gm: fx.GraphModule, modules: Iterable[type | str] | None = None
     from .discover_blocks import DiscoverBlocks
     from .driver import run_passes
     todo = [FindModules(modules, level)]
-    if modules is None and "blocks" not in gm.meta.get(META, {}).get("discovery", {}):
+    if modules is None and "blocks" not in (graph_meta.discovery(gm) or {}):
         todo.insert(0, DiscoverBlocks())
     run_passes(gm, todo)
     return carried_dag(gm)

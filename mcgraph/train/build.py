@@ -2,7 +2,6 @@
 left to learn, and, once its masks freeze, the lowered view of it that fine-tuning runs on."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 from pathlib import Path
 from typing import Iterable
@@ -12,7 +11,8 @@ from torch import fx
 
 from ..api import load, rewrite
 from ..errors import McGraphError
-from ..ir import META, carried_dag
+from .. import graph_meta
+from ..ir import carried_dag
 from ..masks import mask_modules
 from ..passes import EliminateDead, LowerMasks, run_passes
 from .config import TrainConfig
@@ -58,7 +58,7 @@ def build_model(cfg: TrainConfig, spec: DataSpec) -> fx.GraphModule:
     want = [spec.in_channels, *spec.input_size]
     if is_checkpoint(cfg.model):
         gm = load(cfg.model, trust_code=cfg.trust_code)
-        rw = gm.meta[META]["rewrite"]
+        rw = graph_meta.rewrite_record(gm, WHERE)
         if list(rw["input_shape"]) != want:
             raise McGraphError(WHERE, f"{cfg.model} was rewritten for inputs {rw['input_shape']} "
                                       f"but {spec.name} has {want}; rewrite it with in_channels="
@@ -125,7 +125,7 @@ def training_view(model: fx.GraphModule) -> fx.GraphModule:
     graph = fx.Graph()
     graph.output(graph.graph_copy(model.graph, {}))
     view = fx.GraphModule(model, graph)        # new containers, the same leaf modules
-    view.meta[META] = {**model.meta[META], "dag": copy.deepcopy(dag)}   # the view's own DAG
+    graph_meta.copy_to(model, view)            # with a DAG of its own
     view = run_passes(view, [LowerMasks(), EliminateDead()]).graph_module
     return view.train(model.training)
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..api import load
 from ..device import machine_info, resolve_device
 from ..errors import Interrupted, McGraphError
-from .. import rundir
+from .. import graph_meta, rundir
 from ..io import remove_stale_temps
 from ..masks import freeze_masks, mask_modules, set_grad_samples
 from . import distributed as D
@@ -172,7 +172,7 @@ class Trainer:
                 "cuda_graph": self.stepper.graphs,
                 "data_spec": dataclasses.asdict(self.data.spec),
                 "machine": machine_info(self.device),
-                "rewrite": self.model.meta["mcgraph"]["rewrite"]}
+                "rewrite": graph_meta.rewrite_record(self.model)}
         rundir.write_config(self.out, info, WHERE)
         rundir.start_metrics(self.out, WHERE)
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import mcgraph
+from mcgraph import graph_meta
 from helpers import assert_same_outputs, eval_outputs, rand
 from mcgraph import McGraphError
 from mcgraph.passes import DiscoverBlocks, run_passes
@@ -18,7 +19,7 @@ def _discover(model):
     code = gm.code
     run_passes(gm, [DiscoverBlocks()])
     assert gm.code == code                                   # an analysis pass
-    disc = gm.meta["mcgraph"]["discovery"]
+    disc = graph_meta.discovery(gm)
     return disc["blocks"], {v.module: v.reason for v in disc["verdicts"]}
 
 
@@ -94,4 +95,4 @@ def test_modules_given_by_name_override_the_search():
     model, _ = ZOO["twice"]()
     masked = mcgraph.rewrite(model, 1, "prev", modules=["b"], example_input=rand(1, *SHAPE))
     assert mcgraph.dag_of(masked).blocks() == ["b"]
-    assert "discovery" not in masked.meta["mcgraph"]
+    assert graph_meta.discovery(masked) is None

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from mcgraph import graph_meta
 from mcgraph import McGraphError, create_model
 from mcgraph.ir import carried_dag
 from mcgraph.passes import find_modules
@@ -145,7 +146,7 @@ def test_unreachable_candidates_are_left_out_with_a_reason():
     dag = find_modules(gm)
     assert dag.blocks() == ["a", "up", "b"]
     assert dag.candidates("b") == ["up"]
-    why = dict(map(tuple, gm.meta["mcgraph"]["unreachable"]["b"]))
+    why = dict(map(tuple, graph_meta.unreachable(gm)["b"]))
     assert set(why) == {"stem", "a"}
     assert "does not change size by a stride" in why["a"]
     assert dag.candidates("up") == ["stem", "a"]          # 4 -> 8 channels: zero-padded
