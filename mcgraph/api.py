@@ -22,8 +22,7 @@ from . import graph_meta
 from .ir import carried_dag, dag_of
 from .readiness import wiring_state
 from .masks import mask_modules
-from .passes import (ConvAdapters, DiscoverBlocks, EliminateDead, FindModules, Freeze, FuseBranches, InsertMasks,
-                     LowerMasks, PruneBranches, SplitBranches, probe_input, run_passes)
+from .passes import pipelines, probe_input, run_passes
 from .tracing import annotate_shapes, trace
 from .sources import adapt_io, build_model, io_channels, parse_source
 
@@ -86,12 +85,10 @@ def rewrite(model: nn.Module | str, fan_in: int, init: str = default(_RW, "init"
         "aggregate": aggregate, "level": level, "input_shape": list(example_input.shape[1:]),
         "modules": None if mods is None else [m if isinstance(m, str) else m.__name__ for m in mods],
     })
-    run_passes(gm, ([DiscoverBlocks()] if mods is None else []) + [FindModules(mods, level)])
+    run_passes(gm, pipelines.analysis(mods, level))
     found = carried_dag(gm).level
     graph_meta.rewrite_record(gm)["level"] = found
-    mask_pass = (SplitBranches(**mask_pass_args) if found == "branch"
-                 else InsertMasks(**mask_pass_args, aggregate=aggregate))
-    return run_passes(gm, [mask_pass]).graph_module
+    return run_passes(gm, pipelines.masks(found, **mask_pass_args, aggregate=aggregate)).graph_module
 
 
 def _check_v1_adapters(gm: fx.GraphModule, d: dict[str, Any], where: Any) -> None:
@@ -183,20 +180,13 @@ class CompileReport:
 
 
 def compile_passes(model: fx.GraphModule) -> list:
-    """The compile pipeline for ``model``'s level: freeze, then lower + eliminate dead modules
-    (module level) or prune dead branches (branch level)."""
-    if carried_dag(model, "compile").level == "branch":
-        return [Freeze(), PruneBranches()]
-    return [Freeze(), LowerMasks(), EliminateDead()]
+    """The compile pipeline for ``model``'s level (:func:`mcgraph.passes.pipelines.compile_passes`)."""
+    return pipelines.compile_passes(carried_dag(model, "compile").level)
 
 
 def optimize_passes(model: fx.GraphModule) -> list:
-    """What makes a compiled model as fast as its MACs (DESIGN §6): shared adapters and the
-    mean's scale as 1x1 convolutions (module level), streams as channels with BatchNorms folded
-    (branch level)."""
-    if carried_dag(model, "compile").level == "branch":
-        return [FuseBranches()]
-    return [ConvAdapters()]
+    """The inference rewrites for ``model``'s level (:func:`mcgraph.passes.pipelines.optimize`)."""
+    return pipelines.optimize(carried_dag(model, "compile").level)
 
 
 def compile(model: fx.GraphModule, check_batch: int = 4, optimize: bool = True,

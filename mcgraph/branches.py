@@ -196,7 +196,7 @@ class BranchMask(KHotMask):
         return KHotMix.apply(mask, rows, self.grad, self.grad_samples, t)
 
 
-def _conv3_per_branch(w3: torch.Tensor, c: int) -> torch.Tensor:
+def conv3_per_branch(w3: torch.Tensor, c: int) -> torch.Tensor:
     """conv3 weight (out, C*d, 1, 1) -> grouped weight (C*out, d, 1, 1): branch k's out columns."""
     out, cd = w3.shape[:2]
     return w3.view(out, c, cd // c).transpose(0, 1).reshape(c * out, cd // c, 1, 1)

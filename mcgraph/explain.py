@@ -63,7 +63,7 @@ def explain(model: nn.Module | str, *, input_size: tuple[int, int] | None = None
     returned in ``error``, not raised (errors before the analysis, like an unknown model or an
     untraceable one, still raise)."""
     from .api import build
-    from .passes import DiscoverBlocks, FindModules, run_passes
+    from .passes import pipelines, run_passes
     from .tracing import annotate_shapes, trace
     model, name, _, x = build(model, model_args, num_classes, in_channels, weights, input_size,
                               example_input)
@@ -74,7 +74,7 @@ def explain(model: nn.Module | str, *, input_size: tuple[int, int] | None = None
         "modules": None if mods is None else [m if isinstance(m, str) else m.__name__ for m in mods]})
     error = None
     try:
-        run_passes(gm, ([DiscoverBlocks()] if mods is None else []) + [FindModules(mods, level)])
+        run_passes(gm, pipelines.analysis(mods, level))
     except McGraphError as e:
         error = str(e)
     return explanation_of(gm, error)

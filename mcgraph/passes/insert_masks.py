@@ -48,6 +48,7 @@ class InsertMasks(GraphPass):
                                           f"{AGGREGATES}", "aggregate")
         self.fan_in, self.init, self.seed = int(fan_in), init, int(seed)
         self.mask_grad, self.aggregate = mask_grad, aggregate
+        # K=1 'prev' reads each block's original input: the model computes what it did
         self.tolerance = EXACT if (fan_in == 1 and init == "prev") else None
 
     def requires(self, gm: fx.GraphModule) -> None:

@@ -13,83 +13,12 @@ Ensures:  every :class:`BranchBlock` becomes a :class:`SlimBranchBlock` keeping 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import fx
 
-from ..branches import BranchBlock, _conv3_per_branch
+from ..branch_blocks import SlimBranchBlock
+from ..branches import BranchBlock
 from ..ir import carried_dag
 from .base import EXACT, GraphPass, PassResult
-
-
-def _bn(bn: nn.BatchNorm2d, ch: torch.Tensor) -> nn.BatchNorm2d:
-    out = nn.BatchNorm2d(len(ch), eps=bn.eps, momentum=bn.momentum)
-    with torch.no_grad():
-        out.weight.copy_(bn.weight[ch])
-        out.bias.copy_(bn.bias[ch])
-        out.running_mean.copy_(bn.running_mean[ch])
-        out.running_var.copy_(bn.running_var[ch])
-        out.num_batches_tracked.copy_(bn.num_batches_tracked)
-    return out
-
-
-def _conv(weight: torch.Tensor, cin: int, groups: int, ref: nn.Conv2d | None = None) -> nn.Conv2d:
-    k = weight.shape[-1]
-    stride, pad = (ref.stride, ref.padding) if ref is not None else (1, 0)
-    conv = nn.Conv2d(cin, weight.shape[0], k, stride, pad, groups=groups, bias=False)
-    with torch.no_grad():
-        conv.weight.copy_(weight)
-    return conv
-
-
-class SlimBranchBlock(nn.Module):
-    """A BranchBlock with only its live branches L; C streams in and out, as before."""
-
-    def __init__(self, bb: BranchBlock, live: list[int]):
-        super().__init__()
-        c, nl = bb.cardinality, len(live)
-        d = bb.conv1.out_channels // c
-        ch = torch.cat([torch.arange(k * d, (k + 1) * d) for k in live])
-        self.first, self.streams, self.out_planes = bb.first, c, bb.out_planes
-        self.live_branches = list(live)
-        w1 = bb.conv1.weight.detach()[ch]                                     # (|L|d, in, 1, 1)
-        self.conv1 = _conv(w1, bb.in_planes * (1 if bb.first else nl), 1 if bb.first else nl)
-        self.bn1 = _bn(bb.bn1, ch)
-        self.conv2 = _conv(bb.conv2.weight.detach()[ch], nl * d, nl, bb.conv2)
-        self.bn2 = _bn(bb.bn2, ch)
-        w3 = _conv3_per_branch(bb.conv3.weight.detach(), c)                  # (C*out, d, 1, 1)
-        rows = torch.cat([torch.arange(k * bb.out_planes, (k + 1) * bb.out_planes) for k in live])
-        self.conv3 = _conv(w3[rows], nl * d, nl)
-        self.bn3, self.downsample = bb.bn3, bb.downsample
-        pos = {k: i for i, k in enumerate(live)}
-        chosen = bb.mask.chosen.cpu()
-        picks = [[pos[int(k)] for k in torch.nonzero(chosen[i]).flatten()] for i in range(c)]
-        for r in range(len(picks[0])):                 # gather r: each stream's r-th input
-            self.register_buffer(f"gather{r}", torch.tensor([p[r] for p in picks]), persistent=False)
-        self.fan_in = len(picks[0])
-        self.register_buffer("live", torch.tensor(live), persistent=False)
-        self.all_live = nl == c
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.first:
-            h = self.conv1(x)                                                 # (N, |L|d, H, W)
-        else:
-            xs = x if self.all_live else torch.index_select(x, 1, self.live)  # live streams
-            h = self.conv1(xs.reshape(xs.shape[0], -1, *xs.shape[3:]))
-        h = F.relu(self.bn1(h))
-        h = F.relu(self.bn2(self.conv2(h)))
-        t = self.conv3(h)                                                     # (N, |L|*out, H', W')
-        t = t.reshape(t.shape[0], -1, self.out_planes, *t.shape[2:])          # (N, |L|, out, H', W')
-        p = torch.index_select(t, 1, self.gather0)                            # (N, C, out, H', W')
-        for r in range(1, self.fan_in):
-            p = p + torch.index_select(t, 1, getattr(self, f"gather{r}"))
-        n = p.shape[0]
-        p = self.bn3(p.reshape(n * self.streams, *p.shape[2:])).reshape(p.shape)
-        if self.first:
-            s = x if self.downsample is None else self.downsample(x)
-            return F.relu(p + s.unsqueeze(1))
-        flat = x.reshape(n * self.streams, *x.shape[2:])
-        s = flat if self.downsample is None else self.downsample(flat)
-        return F.relu(p + s.reshape(n, self.streams, *s.shape[1:]))
 
 
 class PruneBranches(GraphPass):

@@ -31,7 +31,6 @@ class SplitBranches(GraphPass):
     def __init__(self, fan_in: int, init: str = "full", seed: int = 0, mask_grad: str = "normalized"):
         check_mask_options(self.name, fan_in, init, mask_grad, BRANCH_INITS)
         self.fan_in, self.init, self.seed, self.mask_grad = int(fan_in), init, int(seed), mask_grad
-        self.tolerance: float | None = None
 
     def requires(self, gm: fx.GraphModule) -> None:
         dag = carried_dag(gm, self.name)
@@ -39,12 +38,14 @@ class SplitBranches(GraphPass):
             raise self.error("the DAG is module-level; use insert_masks")
         if mask_modules(gm):
             raise self.error(f"{gm._get_name()} already has masks")
-        first = dag.block_names()[0]
-        c = sum(dag.graph.nodes[b]["block"] == first for b in dag.blocks())    # one C (FindModules)
+        c = _cardinality(gm)
         if self.fan_in > c:
             raise self.error(f"fan-in K={self.fan_in} is larger than the candidates of every "
                              f"module (cardinality C={c})")
-        self.tolerance = EXACT if (self.init == "full" and self.fan_in == c) else None
+
+    def tolerance_for(self, gm: fx.GraphModule) -> float | None:
+        """K=C with every mask full reads every branch: the model computes what it did."""
+        return EXACT if (self.init == "full" and self.fan_in == _cardinality(gm)) else None
 
     def call(self, gm: fx.GraphModule) -> PassResult:
         dag = carried_dag(gm, self.name)
@@ -66,6 +67,13 @@ class SplitBranches(GraphPass):
         for name in carried_dag(gm, self.name).block_names():
             if not isinstance(gm.get_submodule(name), BranchBlock):
                 raise self.error("is not a BranchBlock after the pass", name)
+
+
+def _cardinality(gm: fx.GraphModule) -> int:
+    """C, the branches of the first block (FindModules checked that every block has as many)."""
+    dag = carried_dag(gm, SplitBranches.name)
+    first = dag.block_names()[0]
+    return sum(dag.graph.nodes[b]["block"] == first for b in dag.blocks())
 
 
 def split_branches(gm: fx.GraphModule, fan_in: int, init: str = "full", seed: int = 0,

@@ -14,7 +14,7 @@ from ..errors import McGraphError
 from .. import graph_meta
 from ..ir import carried_dag
 from ..masks import mask_modules
-from ..passes import EliminateDead, LowerMasks, run_passes
+from ..passes import pipelines, run_passes
 from .config import TrainConfig
 from .data import DataSpec
 
@@ -126,7 +126,7 @@ def training_view(model: fx.GraphModule) -> fx.GraphModule:
     graph.output(graph.graph_copy(model.graph, {}))
     view = fx.GraphModule(model, graph)        # new containers, the same leaf modules
     graph_meta.copy_to(model, view)            # with a DAG of its own
-    view = run_passes(view, [LowerMasks(), EliminateDead()]).graph_module
+    view = run_passes(view, pipelines.lower()).graph_module
     return view.train(model.training)
 
 
