@@ -5,7 +5,7 @@ eager, int8 against fp32, each measured side by side in one run.
     python benchmarks/bench_deploy.py --models resnet20 --ks 1,2 --seeds 11 --repeats 10
     python benchmarks/bench_deploy.py --checkpoint run/best.pt --data fashion-mnist   # + top-1
 
-Protocol ([7/9]): random K-hot masks (``--seeds``), rewritten and compiled through the CLI
+Protocol: random K-hot masks (``--seeds``), rewritten and compiled through the CLI
 (``mcgraph rewrite --init random``, ``mcgraph compile``), 1x28x28 inputs, ``--threads`` intra-op
 threads. Compiled and original run interleaved (:func:`mcgraph.bench.benchmark`); MACs are
 counted from each ONNX graph. "plain" is the same compile without the inference rewrites
@@ -35,7 +35,7 @@ from mcgraph.bench import BenchConfig, benchmark  # noqa: E402
 from mcgraph.models import create_model  # noqa: E402
 
 SHAPE = (1, 28, 28)
-GOALS = {1: 1.10, 2: 1.10, 4: 1.25}          # latency ratio <= goal x MAC ratio (issue [7/9])
+GOALS = {1: 1.10, 2: 1.10, 4: 1.25}          # latency ratio <= goal x MAC ratio
 
 
 def cli(*args: str) -> None:
@@ -77,7 +77,8 @@ def macs_table(args, tmp: Path) -> None:
             for seed in args.seeds:
                 out, plain = compiled(model, k, seed, tmp)
                 cfg = BenchConfig(models=(str(out), str(plain)), baseline=str(base),
-                                  batch_sizes=(args.batch,), repeats=args.repeats, threads=args.threads)
+                                  batch_sizes=(args.batch,), repeats=args.repeats,
+                                  threads=args.threads)
                 _, fast, slow = benchmark(cfg)
                 b = str(args.batch)
                 f, s = fast["vs_baseline"][b], slow["vs_baseline"][b]
@@ -87,8 +88,10 @@ def macs_table(args, tmp: Path) -> None:
                 mac = s["macs"] if model.startswith("resnext") else f["macs"]
                 per_mac = f["latency"] / mac
                 rows.append([model, k, seed, fast["params"], f"{mac:.2f}x", f"{f['macs']:.2f}x",
-                             f"{f['latency']:.2f}x", f"{per_mac:.2f}", f"{s['latency'] / s['macs']:.2f}",
-                             "-" if goal is None else ("yes" if per_mac <= goal else f"no (<= {goal})")])
+                             f"{f['latency']:.2f}x", f"{per_mac:.2f}",
+                             f"{s['latency'] / s['macs']:.2f}",
+                             "-" if goal is None
+                             else ("yes" if per_mac <= goal else f"no (<= {goal})")])
     print(f"\ncompiled vs original, onnxruntime, batch {args.batch}, {args.threads} threads, "
           f"{args.repeats} interleaved repeats")
     print_table(rows, ["model", "K", "seed", "ONNX params", "MAC ratio", "graph MAC ratio",
@@ -144,8 +147,9 @@ def precision_table(args, tmp: Path) -> None:
     rows = [[ckpt.name, tag, b, f"{base['latency_ms'][b]:.2f}", f"{q['latency_ms'][b]:.2f}",
              f"{base['latency_ms'][b] / q['latency_ms'][b]:.2f}x"] for b in ("1", str(args.batch))]
     top1 = rep.get("top1", {})
-    print(f"\nint8 (QDQ, {rep.get('quantization', {})}) vs fp32, onnxruntime, {args.threads} threads; "
-          f"top-1 on {args.data}'s test split: " + ", ".join(f"{k} {v:.2f}%" for k, v in top1.items()))
+    print(f"\nint8 (QDQ, {rep.get('quantization', {})}) vs fp32, onnxruntime, "
+          f"{args.threads} threads; top-1 on {args.data}'s test split: "
+          + ", ".join(f"{k} {v:.2f}%" for k, v in top1.items()))
     print_table(rows, ["checkpoint", "weights", "batch", "fp32 ms", "int8 ms", "int8 speed-up"])
 
 
@@ -178,7 +182,8 @@ def main() -> None:
                     compiled(m, 1 if m.startswith("resnext") else 2, args.seeds[0], tmp)
             eager_table(args, tmp)
         if args.only in (None, "precision"):
-            if not args.checkpoint and not (tmp / f"{args.models[0]}-k2-s{args.seeds[0]}.pt").exists():
+            first = tmp / f"{args.models[0]}-k2-s{args.seeds[0]}.pt"
+            if not args.checkpoint and not first.exists():
                 compiled(args.models[0], 2, args.seeds[0], tmp)
             precision_table(args, tmp)
 

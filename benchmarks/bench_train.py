@@ -3,9 +3,9 @@
     python benchmarks/bench_train.py                       # what `make bench` prints
     python benchmarks/bench_train.py --only module --repeats 20
     python benchmarks/bench_train.py --only branch --branch-batches 32
-    python benchmarks/bench_train.py --only module --compile   # + the frozen view under torch.compile
+    python benchmarks/bench_train.py --only module --compile   # + the frozen view, torch.compile
 
-Protocol ([6/9]): 32x32 inputs, K=2 (module level), learning masks, SGD with momentum; each
+Protocol: 32x32 inputs, K=2 (module level), learning masks, SGD with momentum; each
 variant's step time is the median of ``--repeats`` steps taken in turn with the plain network's
 (one step of each, then again), so machine load hits every variant alike. Memory is the bytes
 autograd saves for backward (distinct storages), the activation memory a step holds.
@@ -37,7 +37,6 @@ from mcgraph.masks import mask_modules, set_grad_samples  # noqa: E402
 from mcgraph.train.build import apply_connectivity, training_view  # noqa: E402
 from mcgraph.train.config import TrainConfig  # noqa: E402
 from mcgraph.train.step import Stepper  # noqa: E402
-
 
 
 @dataclass
@@ -102,7 +101,8 @@ def module_rows(name: str, batch: int, fan_in: int, repeats: int, fmt,
     models = [("plain", mcgraph.create_model(name).to(memory_format=fmt)),
               ("masked learning (the trainer's default)", masked(None)),
               ("masked learning, --mask-grad-samples 32", masked(32)),
-              ("masked frozen (trained view, all blocks)", training_view(frozen).to(memory_format=fmt))]
+              ("masked frozen (trained view, all blocks)",
+               training_view(frozen).to(memory_format=fmt))]
     variants = [Variant(label, m, make_step(m, x, y), []) for label, m in models]
     if compile_frozen:          # inductor on the frozen view: the wiring no longer changes
         view = models[-1][1]
@@ -137,7 +137,8 @@ def main() -> None:
     ap.add_argument("--branch-fan-in", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--contiguous", action="store_true", help="NCHW instead of channels-last")
     ap.add_argument("--compile", action="store_true",
-                    help="add the frozen view under torch.compile (inductor; compile time reported)")
+                    help="add the frozen view under torch.compile (inductor; compile time "
+                         "reported)")
     args = ap.parse_args()
     fmt = torch.contiguous_format if args.contiguous else torch.channels_last
     rows: list[list] = []
@@ -150,7 +151,8 @@ def main() -> None:
     print(f"# {' '.join(sys.argv)}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads "
           f"{torch.get_num_threads()}, torch {torch.__version__}, median of {args.repeats} "
-          f"interleaved steps, 32x32, {'NCHW' if args.contiguous else 'channels-last'} (module level)")
+          f"interleaved steps, 32x32, {'NCHW' if args.contiguous else 'channels-last'} "
+          "(module level)")
     print_table(rows, ["setting", "variant", "step ms", "time x", "saved MiB", "memory x"])
 
 

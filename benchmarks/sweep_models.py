@@ -26,7 +26,8 @@ from mcgraph.api import build
 from mcgraph.jobs import verify_onnx
 
 TORCHVISION = ["resnet18", "resnet50", "wide_resnet50_2", "resnext50_32x4d", "regnet_x_400mf",
-               "regnet_y_400mf", "regnet_y_1_6gf", "mobilenet_v2", "convnext_tiny", "efficientnet_b0"]
+               "regnet_y_400mf", "regnet_y_1_6gf", "mobilenet_v2", "convnext_tiny",
+               "efficientnet_b0"]
 TIMM = ["resnet18", "resnet26d", "resnet50d", "seresnet50", "ecaresnet26t", "res2net50_14w_8s",
         "regnetx_002", "regnety_002", "resnext26ts", "wide_resnet50_2", "resnext50_32x4d",
         "seresnext26d_32x4d", "convnext_atto"]
@@ -73,7 +74,9 @@ def markdown(rows: list[dict], size: tuple[int, int], machine: str = "") -> str:
     out = ["# Networks tried", "",
            "Made by `python benchmarks/sweep_models.py --md docs/models.md` (not part of `make "
            f"test`){machine}. No block names were given: blocks are found by structure "
-           "(docs/design.md §9).", "", f"Input {size[0]}x{size[1]}, 10 classes, random init. `prev` = max |K=1 prev - original| "
+           "(docs/design.md §9).", "",
+           f"Input {size[0]}x{size[1]}, 10 classes, random init. `prev` = max |K=1 prev - "
+           "original| "
            "/ max |original| (eval); params after a random K=2 compile (module level: dead "
            "blocks removed; branch level: dead branches); ONNX: onnxruntime vs the frozen model.",
            "", "| network | blocks found (types) | level (K=2) | prev rel. diff | params before "
@@ -99,7 +102,8 @@ def main() -> int:
     a = ap.parse_args()
     size = (a.input_size, a.input_size)
     import platform
-    machine = f" on {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    machine = (f" on {platform.machine()}, {torch.get_num_threads()} threads, "
+               f"torch {torch.__version__}")
     if a.from_json:
         md = markdown(json.loads(Path(a.from_json).read_text()), size, machine)
         print(md)

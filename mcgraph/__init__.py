@@ -4,17 +4,18 @@ Rewrite a ResNet so every block reads a learnable K-sparse masked sum of earlier
 weights and connectivity together, compile away the masks and the unread blocks, export ONNX.
 """
 from .api import CompileReport, compile, count_params, description, load, rewrite, save
+from .constraints import clip_masks_, constrain_masks_
 from .errors import Interrupted, McGraphError
 from .explain import Explanation, explain
 from .ir import ModuleDAG, dag_of
-from .constraints import clip_masks_, constrain_masks_
 from .masks import MaskConnect, freeze_masks, mask_parameters
 from .models import create_model, list_models, register_model
 from .passes import export_onnx, run_passes
 from .passes.freeze import freeze
 
 __version__ = "0.1.0"
-__all__ = ["CompileReport", "Interrupted", "McGraphError", "MaskConnect", "ModuleDAG", "clip_masks_",
-           "compile", "constrain_masks_", "count_params", "create_model", "dag_of", "description", "Explanation", "explain", "export_onnx",
+__all__ = ["CompileReport", "Interrupted", "McGraphError", "MaskConnect", "ModuleDAG",
+           "clip_masks_", "compile", "constrain_masks_", "count_params", "create_model", "dag_of",
+           "description", "Explanation", "explain", "export_onnx",
            "freeze", "freeze_masks", "list_models", "load", "mask_parameters",
            "register_model", "rewrite", "run_passes", "save"]

@@ -15,16 +15,16 @@ from typing import Any, Iterable
 import torch
 from torch import fx, nn
 
+from . import graph_meta
 from .checkpoint import VERSION, read_checkpoint, write_checkpoint
 from .config import RewriteConfig, default
 from .errors import McGraphError, state_dict_error
-from . import graph_meta
 from .ir import carried_dag, dag_of
-from .readiness import wiring_state
 from .masks import mask_modules
 from .passes import pipelines, probe_input, run_passes
-from .tracing import annotate_shapes, trace
+from .readiness import wiring_state
 from .sources import adapt_io, build_model, io_channels, parse_source
+from .tracing import annotate_shapes, trace
 
 _RW = RewriteConfig
 
@@ -83,12 +83,14 @@ def rewrite(model: nn.Module | str, fan_in: int, init: str = default(_RW, "init"
                          "in_channels": eff_channels},     # None: no Conv2d to adapt
         "fan_in": int(fan_in), "init": init, "seed": int(seed), "mask_grad": mask_grad,
         "aggregate": aggregate, "level": level, "input_shape": list(example_input.shape[1:]),
-        "modules": None if mods is None else [m if isinstance(m, str) else m.__name__ for m in mods],
+        "modules": (None if mods is None
+                    else [m if isinstance(m, str) else m.__name__ for m in mods]),
     })
     run_passes(gm, pipelines.analysis(mods, level))
     found = carried_dag(gm).level
     graph_meta.rewrite_record(gm)["level"] = found
-    return run_passes(gm, pipelines.masks(found, **mask_pass_args, aggregate=aggregate)).graph_module
+    mask_passes = pipelines.masks(found, **mask_pass_args, aggregate=aggregate)
+    return run_passes(gm, mask_passes).graph_module
 
 
 def _check_v1_adapters(gm: fx.GraphModule, d: dict[str, Any], where: Any) -> None:
@@ -107,8 +109,9 @@ def _check_v1_adapters(gm: fx.GraphModule, d: dict[str, Any], where: Any) -> Non
         old = (d.get("masks") or {}).get(b, {}).get("candidates")
         if old is not None and list(old) != cands:
             raise McGraphError("load", f"{where} is checkpoint version 1, whose candidates for {b} "
-                                       f"were {old}; this version's are {cands} (adapters now follow "
-                                       "the network's own stride); rewrite and retrain the model")
+                                       f"were {old}; this version's are {cands} (adapters now "
+                                       "follow the network's own stride); rewrite and retrain "
+                                       "the model")
         target = node_shape(nodes[b].args[0])            # the block's input (its mask's output)
         for c in cands:
             new = tuple(dag.graph.edges[c, b]["stride"])
@@ -180,7 +183,8 @@ class CompileReport:
 
 
 def compile_passes(model: fx.GraphModule) -> list:
-    """The compile pipeline for ``model``'s level (:func:`mcgraph.passes.pipelines.compile_passes`)."""
+    """The compile pipeline for ``model``'s level
+    (:func:`mcgraph.passes.pipelines.compile_passes`)."""
     return pipelines.compile_passes(carried_dag(model, "compile").level)
 
 
@@ -222,7 +226,8 @@ def compile(model: fx.GraphModule, check_batch: int = 4, optimize: bool = True,
     report = CompileReport(
         params_before=count_params(model), params_after=params_after,
         mask_params=count_params(model, masks=True), modules_before=len(dag.blocks()),
-        modules_after=len(dag.blocks()) - len(dead), removed=dead, input_shape=list(input_shape(model)),
+        modules_after=len(dag.blocks()) - len(dead), removed=dead,
+        input_shape=list(input_shape(model)),
         max_abs_diff=float((ref - out).abs().max()), output_scale=float(ref.abs().max()),
         passes=[asdict(r) for r in result.records], wiring=state.describe())
     return slim, report
@@ -250,7 +255,8 @@ def load(path: str | os.PathLike | dict[str, Any], model: nn.Module | None = Non
         if not src.trusted and not trust_code:
             raise McGraphError(where, f"the checkpoint's model is built by code from {src.kind} "
                                       f"source {src.spec}; rebuilding it runs that code, so pass "
-                                      f"--trust-code (CLI) or trust_code=True (API) if you trust it")
+                                      "--trust-code (CLI) or trust_code=True (API) if you "
+                                      "trust it")
         extra["model_args"] = src.args
     # a user's model is adapted as recorded; checkpoints before model_args recorded the defaults
     try:

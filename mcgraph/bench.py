@@ -90,7 +90,8 @@ def benchmark(cfg: BenchConfig) -> list[dict[str, Any]]:
     sessions = [deploy.make_session(p, cfg.device, cfg.threads, spin=False) for p in paths]
     shapes = {tuple(s.get_inputs()[0].shape[1:]) for s in sessions}
     if len(shapes) != 1 or any(not isinstance(d, int) for d in next(iter(shapes))):
-        raise McGraphError("bench", f"the models take different or unknown inputs: {sorted(shapes)}")
+        raise McGraphError("bench",
+                           f"the models take different or unknown inputs: {sorted(shapes)}")
     shape = next(iter(shapes))
     entries = [{**_describe(p, s), "baseline": bool(cfg.baseline) and i == 0,
                 "latency_ms": {}, "p90_ms": {}, "throughput": {}}

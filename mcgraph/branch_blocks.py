@@ -28,7 +28,8 @@ def _bn(bn: nn.BatchNorm2d, ch: torch.Tensor) -> nn.BatchNorm2d:
     return out
 
 
-def _slice_conv(weight: torch.Tensor, cin: int, groups: int, ref: nn.Conv2d | None = None) -> nn.Conv2d:
+def _slice_conv(weight: torch.Tensor, cin: int, groups: int,
+                ref: nn.Conv2d | None = None) -> nn.Conv2d:
     k = weight.shape[-1]
     stride, pad = (ref.stride, ref.padding) if ref is not None else (1, 0)
     conv = nn.Conv2d(cin, weight.shape[0], k, stride, pad, groups=groups, bias=False)
@@ -60,7 +61,8 @@ class SlimBranchBlock(nn.Module):
         chosen = bb.mask.chosen.cpu()
         picks = [[pos[int(k)] for k in torch.nonzero(chosen[i]).flatten()] for i in range(c)]
         for r in range(len(picks[0])):                 # gather r: each stream's r-th input
-            self.register_buffer(f"gather{r}", torch.tensor([p[r] for p in picks]), persistent=False)
+            self.register_buffer(f"gather{r}", torch.tensor([p[r] for p in picks]),
+                                 persistent=False)
         self.fan_in = len(picks[0])
         self.register_buffer("live", torch.tensor(live), persistent=False)
         self.all_live = nl == c
@@ -73,9 +75,9 @@ class SlimBranchBlock(nn.Module):
             h = self.conv1(xs.reshape(xs.shape[0], -1, *xs.shape[3:]))
         h = F.relu(self.bn1(h))
         h = F.relu(self.bn2(self.conv2(h)))
-        t = self.conv3(h)                                                     # (N, |L|*out, H', W')
-        t = t.reshape(t.shape[0], -1, self.out_planes, *t.shape[2:])          # (N, |L|, out, H', W')
-        p = torch.index_select(t, 1, self.gather0)                            # (N, C, out, H', W')
+        t = self.conv3(h)                                             # (N, |L|*out, H', W')
+        t = t.reshape(t.shape[0], -1, self.out_planes, *t.shape[2:])  # (N, |L|, out, H', W')
+        p = torch.index_select(t, 1, self.gather0)                    # (N, C, out, H', W')
         for r in range(1, self.fan_in):
             p = p + torch.index_select(t, 1, getattr(self, f"gather{r}"))
         n = p.shape[0]
@@ -105,8 +107,9 @@ def _bias_conv(w: torch.Tensor, b: torch.Tensor, groups: int, stride=1, padding=
 
 
 class FusedBranchBlock(nn.Module):
-    """A pruned ResNeXt block over streams laid out as channels: (N, C*in, H, W) -> (N, C*out, H', W').
-    The first block reads the stem's (N, in, H, W), one stream shared by all."""
+    """A pruned ResNeXt block over streams laid out as channels: (N, C*in, H, W) ->
+    (N, C*out, H', W'). The first block reads the stem's (N, in, H, W), one stream shared by
+    all."""
 
     def __init__(self, sb: SlimBranchBlock):
         super().__init__()
@@ -121,7 +124,8 @@ class FusedBranchBlock(nn.Module):
             in_planes = sb.conv1.in_channels // len(live)
             wc, bc = w1.new_zeros(c * d, in_planes, 1, 1), b1.new_zeros(c * d)
             for i, k in enumerate(live):
-                wc[k * d:(k + 1) * d], bc[k * d:(k + 1) * d] = w1[i * d:(i + 1) * d], b1[i * d:(i + 1) * d]
+                wc[k * d:(k + 1) * d] = w1[i * d:(i + 1) * d]
+                bc[k * d:(k + 1) * d] = b1[i * d:(i + 1) * d]
             self.conv1 = _bias_conv(wc, bc, c)
             keep = torch.cat([torch.arange(k * d, (k + 1) * d) for k in live])
             self.register_buffer("keep", keep if len(live) < c else None, persistent=False)

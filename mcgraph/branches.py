@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from .masked_sum import batch_rows
 from .masks import KHotMask, process_grad
@@ -51,42 +51,11 @@ def bottleneck_parts(block: nn.Module) -> BottleneckParts | str:
     except Exception as e:
         return f"cannot be traced alone ({type(e).__name__})"
     mods = dict(gm.named_modules())
-    nodes = [n for n in gm.graph.nodes if not (n.op == "call_module"
-                                               and isinstance(mods[str(n.target)], nn.Identity))]
-
-    def skip(n):                                   # through nn.Identity calls
-        while n.op == "call_module" and isinstance(mods[str(n.target)], nn.Identity):
-            n = n.args[0]
-        return n
-
-    def is_relu(n):
-        return (n.op == "call_module" and isinstance(mods[str(n.target)], nn.ReLU)) or (
-            n.op in ("call_function", "call_method") and n.target in _RELUS)
-
-    def chain(n, x):                               # the one-input ops from x to n, in order
-        ops = []
-        while n is not x:
-            if len(n.all_input_nodes) != 1:
-                return None
-            ops.append(n)
-            n = skip(n.all_input_nodes[0])
-        return ops[::-1]
-
-    x = nodes[0]
-    out = skip(next(n for n in nodes if n.op == "output").args[0])
-    if not is_relu(out):
-        return "does not end in a ReLU"
-    add = skip(out.all_input_nodes[0])
-    ops = [skip(a) for a in add.all_input_nodes]
-    if add.op != "call_function" or add.target not in _ADDS or len(ops) != 2:
-        return "is not relu(F(x) + S(x))"
-    f_ops, s_ops = (chain(ops[0], x), chain(ops[1], x))
-    if f_ops is not None and s_ops is not None and len(f_ops) < len(s_ops):
-        f_ops, s_ops = s_ops, f_ops
-    if f_ops is None or s_ops is None:
-        return "has a path that is not a chain of one-input layers (a gate, a scale inside)"
-    if len(f_ops) != 8 or len(s_ops) not in (0, 2):
-        return "F is not conv-bn-relu-conv-bn-relu-conv-bn or S not identity / conv + bn"
+    nodes = [n for n in gm.graph.nodes if not _is_identity(n, mods)]
+    paths = _residual_paths(nodes, mods)
+    if isinstance(paths, str):
+        return paths
+    f_ops, s_ops = paths
     if len(nodes) != 12 + len(s_ops):              # x, F (8), S, add, relu, output
         return "computes more than F and S (a gate, a scale or drop-path)"
     layer = [mods.get(str(n.target)) if n.op == "call_module" else None for n in f_ops + s_ops]
@@ -95,19 +64,76 @@ def bottleneck_parts(block: nn.Module) -> BottleneckParts | str:
                     and c.groups == 1 for c in (c1, c3))
     if not (pointwise and _plain_conv(c2) and c2.groups > 1  # type: ignore[union-attr]
             and all(_plain_bn(b) for b in (b1, b2, b3))
-            and is_relu(f_ops[2]) and is_relu(f_ops[5])):
+            and _is_relu(f_ops[2], mods) and _is_relu(f_ops[5], mods)):
         return ("is not a grouped bottleneck (1x1 conv, grouped conv, 1x1 conv without bias or "
                 "dilation, affine BatchNorms)")
-    ds = None
-    if s_ops:
-        conv, bn = layer[8:]
-        if not (_plain_conv(conv) and conv.kernel_size == (1, 1) and conv.groups == 1  # type: ignore[union-attr]
-                and _plain_bn(bn)):
-            return "has a shortcut other than the identity or conv 1x1 + BatchNorm"
-        parent = str(s_ops[0].target).rpartition(".")[0]
-        seq = block.get_submodule(parent) if parent else None    # the block's own, not gm's copy
-        ds = seq if isinstance(seq, nn.Sequential) and list(seq) == [conv, bn] else nn.Sequential(conv, bn)
+    ds = _shortcut(block, layer[8], layer[9], s_ops) if s_ops else None
+    if isinstance(ds, str):
+        return ds
     return BottleneckParts(c1, b1, c2, b2, c3, b3, ds)  # type: ignore[arg-type]
+
+
+def _is_identity(n: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    return n.op == "call_module" and isinstance(mods[str(n.target)], nn.Identity)
+
+
+def _skip(n: fx.Node, mods: dict[str, nn.Module]) -> fx.Node:
+    """``n``, or the node it forwards through nn.Identity calls."""
+    while _is_identity(n, mods):
+        n = n.args[0]  # type: ignore[assignment]
+    return n
+
+
+def _is_relu(n: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    return (n.op == "call_module" and isinstance(mods[str(n.target)], nn.ReLU)) or (
+        n.op in ("call_function", "call_method") and n.target in _RELUS)
+
+
+def _chain(n: fx.Node, x: fx.Node, mods: dict[str, nn.Module]) -> list[fx.Node] | None:
+    """The one-input ops from ``x`` to ``n``, in order; None if ``n`` is not such a chain."""
+    ops = []
+    while n is not x:
+        if len(n.all_input_nodes) != 1:
+            return None
+        ops.append(n)
+        n = _skip(n.all_input_nodes[0], mods)
+    return ops[::-1]
+
+
+def _residual_paths(nodes: list[fx.Node],
+                    mods: dict[str, nn.Module]) -> tuple[list[fx.Node], list[fx.Node]] | str:
+    """F's ops (8) and S's (0 or 2) when ``nodes`` compute relu(F(x) + S(x)) with F and S chains
+    of one-input layers from the input x; otherwise why not."""
+    x = nodes[0]
+    out = _skip(next(n for n in nodes if n.op == "output").args[0], mods)  # type: ignore[arg-type]
+    if not _is_relu(out, mods):
+        return "does not end in a ReLU"
+    add = _skip(out.all_input_nodes[0], mods)
+    ops = [_skip(a, mods) for a in add.all_input_nodes]
+    if add.op != "call_function" or add.target not in _ADDS or len(ops) != 2:
+        return "is not relu(F(x) + S(x))"
+    f_ops, s_ops = (_chain(ops[0], x, mods), _chain(ops[1], x, mods))
+    if f_ops is not None and s_ops is not None and len(f_ops) < len(s_ops):
+        f_ops, s_ops = s_ops, f_ops
+    if f_ops is None or s_ops is None:
+        return "has a path that is not a chain of one-input layers (a gate, a scale inside)"
+    if len(f_ops) != 8 or len(s_ops) not in (0, 2):
+        return "F is not conv-bn-relu-conv-bn-relu-conv-bn or S not identity / conv + bn"
+    return f_ops, s_ops
+
+
+def _shortcut(block: nn.Module, conv: nn.Module | None, bn: nn.Module | None,
+              s_ops: list[fx.Node]) -> nn.Module | str:
+    """The projection shortcut as ``nn.Sequential(conv, bn)`` (the block's own when it is one,
+    not the traced copy), or why it is not conv 1x1 + BatchNorm."""
+    if not (_plain_conv(conv) and conv.kernel_size == (1, 1)  # type: ignore[union-attr]
+            and conv.groups == 1 and _plain_bn(bn)):  # type: ignore[union-attr]
+        return "has a shortcut other than the identity or conv 1x1 + BatchNorm"
+    parent = str(s_ops[0].target).rpartition(".")[0]
+    seq = block.get_submodule(parent) if parent else None
+    if isinstance(seq, nn.Sequential) and list(seq) == [conv, bn]:
+        return seq
+    return nn.Sequential(conv, bn)  # type: ignore[arg-type]
 
 
 def _plain_conv(c: nn.Module | None) -> bool:

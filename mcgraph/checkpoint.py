@@ -63,7 +63,8 @@ def write_checkpoint(path: str | os.PathLike, description: dict[str, Any],
     return atomic_save(obj, path)
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike,
+                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read and validate; every failure is a one-line McGraphError."""
     path = Path(path)
     if not path.is_file():
@@ -79,5 +80,6 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise McGraphError("load", f"{path} has checkpoint version {obj.get('version')}, "
                                    f"this mcgraph reads versions {', '.join(map(str, READABLE))}")
     if not isinstance(obj.get("description"), dict) or not isinstance(obj.get("state_dict"), dict):
-        raise McGraphError("load", f"{path} is an mcgraph checkpoint without description or weights")
+        raise McGraphError("load",
+                           f"{path} is an mcgraph checkpoint without description or weights")
     return obj

@@ -45,7 +45,8 @@ def validate_literals(cfg: Any, where: str) -> None:
     for f in fields(cfg):
         allowed, value = choices(type(cfg), f.name), getattr(cfg, f.name)
         if allowed and value not in allowed and value is not None:
-            raise McGraphError(where, f"{f.name} must be one of {', '.join(allowed)}, got '{value}'",
+            raise McGraphError(where,
+                               f"{f.name} must be one of {', '.join(allowed)}, got '{value}'",
                                f.name)
 
 
@@ -64,7 +65,8 @@ def model_args_tuple(args: Any, where: str) -> ModelArgs:
     try:
         pairs = tuple((str(k), v) for k, v in items)
     except (TypeError, ValueError):
-        raise McGraphError(where, f"model_args must be a mapping or (name, value) pairs, got {args!r}") from None
+        raise McGraphError(where, "model_args must be a mapping or (name, value) pairs, "
+                                  f"got {args!r}") from None
     return pairs
 
 
@@ -102,7 +104,7 @@ class CompileConfig:
     verify: bool = True
     opset: int = 18
     batch_sizes: tuple[int, ...] = (1, 4)       # onnxruntime is checked at each
-    tolerance: float = 1e-4                      # relative to the output scale (DESIGN §4)
+    tolerance: float = 1e-4                      # relative to the output scale (docs/design.md §1)
     precision: Precision = "fp32"                # of the file written; fp32 is exported first
     data: str | None = None                      # int8 calibration (training split) and top-1
     data_dir: str | None = None                  # (test split); None: no top-1

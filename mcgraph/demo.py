@@ -20,19 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from .api import load
 from .config import check, validate_literals
-from .device import DeviceName
+from .datainfo import checkpoint_data
+from .device import DeviceName, cpu_model
 from .errors import McGraphError
 from .ir import dag_of
-from .device import cpu_model
-from .datainfo import checkpoint_data
-from .measure import compile_export_time, original_onnx, time_onnx
 from .masks import Constraint, Init
+from .measure import compile_export_time, original_onnx, time_onnx
 from .sources import parse_source
 from .train.config import TrainConfig
-
 
 BASELINE = Path(__file__).resolve().parent / "data" / "demo_baseline.json"   # package data
 SAME_BUDGET = ("model", "data", "epochs", "batch_size", "lr", "max_train_samples", "val_size",
@@ -65,7 +62,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         validate_literals(self, "demo")
         for name in ("epochs", "batch_size", "fan_in", "search_epochs"):
-            check(getattr(self, name) >= 1, "demo", name, f"must be >= 1, got {getattr(self, name)}")
+            v = getattr(self, name)
+            check(v >= 1, "demo", name, f"must be >= 1, got {v}")
         for name in ("search_samples", "max_train_samples"):   # named here, not as train's
             v = getattr(self, name)
             check(v is None or v >= 1, "demo", name, f"must be >= 1, got {v}")
@@ -91,32 +89,46 @@ class DemoConfig:
             raise McGraphError("demo", e.message, e.option) from None
 
 
-def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
-    from .evaluate import evaluate_path
-    from .plot import plot_connectivity
+def _prepare_out(cfg: DemoConfig, out: Path) -> None:
+    """Check the model, the data set and ``out`` (one line, nothing written), then create
+    ``out``."""
     from .train.data import load_data
-    from .train.loop import train
 
-    t0 = time.perf_counter()
-    out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise McGraphError("demo", f"out {out} is not a directory", "out")
     if not (cfg.model.endswith(".pt") or Path(cfg.model).is_file()):
         parse_source(cfg.model)            # an unknown model or data set: one line, nothing written
     load_data(cfg.data, cfg.data_dir)
     out.mkdir(parents=True, exist_ok=True)
-    steps = 5 if cfg.retrain else 4
-    log(f"[1/{steps}] rewrite {cfg.model} (K={cfg.fan_in}) and train weights + connectivity on {cfg.data}")
-    recipe = cfg.recipe()
+
+
+def _train_demo(cfg: DemoConfig, out: Path, steps: int, log) -> float:
+    """Train weights and connectivity (then, with ``retrain``, the learned wiring from fresh
+    weights) into ``out/train``; the first training's best test accuracy."""
+    from .train.loop import train
+
+    log(f"[1/{steps}] rewrite {cfg.model} (K={cfg.fan_in}) and train weights + connectivity "
+        f"on {cfg.data}")
     first = cfg.first_train_config()
-    search = Path(first.out)
-    res = train(first)
-    search_acc = res.best_acc
+    search_acc = train(first).best_acc
     if cfg.retrain:
         # Table 1: the learned chain retrained from fresh weights beat the jointly trained one
-        log(f"[2/{steps}] retrain the learned wiring from fresh weights (Table 1's chain-of-learned-k1)")
-        res = train(TrainConfig(out=str(out / "train"), overwrite=True, connectivity="fixed-wiring",
-                                wiring_from=str(search / "best.pt"), **recipe))
+        log(f"[2/{steps}] retrain the learned wiring from fresh weights "
+            "(Table 1's chain-of-learned-k1)")
+        train(TrainConfig(out=str(out / "train"), overwrite=True, connectivity="fixed-wiring",
+                          wiring_from=str(Path(first.out) / "best.pt"), **cfg.recipe()))
+    return search_acc
+
+
+def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
+    from .evaluate import evaluate_path
+    from .plot import plot_connectivity
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    _prepare_out(cfg, out)
+    steps = 5 if cfg.retrain else 4
+    search_acc = _train_demo(cfg, out, steps, log)
     t_train = time.perf_counter() - t0
     ckpt = out / "train" / "best.pt"
     step = iter(range(3 if cfg.retrain else 2, steps + 1))
@@ -144,8 +156,10 @@ def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
         "params_before": report.params_before, "params_after": report.params_after,
         "modules_before": report.modules_before, "modules_after": report.modules_after,
         "removed": report.removed, "onnx_max_abs_diff": report.onnx_max_abs_diff,
-        "latency_ms_b1_original": lat["original"][1], "latency_ms_b1_compiled": lat["compiled"][1],
-        "latency_ms_b64_original": lat["original"][64], "latency_ms_b64_compiled": lat["compiled"][64],
+        "latency_ms_b1_original": lat["original"][1],
+        "latency_ms_b1_compiled": lat["compiled"][1],
+        "latency_ms_b64_original": lat["original"][64],
+        "latency_ms_b64_compiled": lat["compiled"][64],
         "search_test_acc": search_acc, "retrained": cfg.retrain,
         "baseline": committed_baseline(cfg, acc_ort),
         "train_seconds": round(t_train, 1), "total_seconds": round(time.perf_counter() - t0, 1),
@@ -163,7 +177,8 @@ def committed_baseline(cfg: DemoConfig, acc: float, config: str = "fixed-prev",
     times the spread over seeds, so across kinds the figures are shown, not compared.
     ``{"found": False, "why": ...}`` when no run has this budget."""
     import statistics
-    want = {"model": cfg.model, "data": cfg.data, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+    want = {"model": cfg.model, "data": cfg.data, "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
             "lr": cfg.lr, "max_train_samples": cfg.max_train_samples, "val_size": None,
             "augment": cfg.augment}
     try:

@@ -54,7 +54,8 @@ def make_session(path: str | os.PathLike, device: str = "auto", threads: int = 0
         return ort.InferenceSession(str(path), opts, providers=chosen)
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise McGraphError("deploy", f"{path} is not a runnable ONNX model: {first[:200]}") from None
+        raise McGraphError("deploy",
+                           f"{path} is not a runnable ONNX model: {first[:200]}") from None
 
 
 def _preload_cuda() -> None:

@@ -20,7 +20,8 @@ def resolve_device(name: str, where: str = "device") -> torch.device:
     if name not in ("cpu", "cuda"):
         raise McGraphError(where, f"unknown device '{name}', expected auto, cpu or cuda", "device")
     if name == "cuda" and not torch.cuda.is_available():
-        raise McGraphError(where, "device 'cuda' asked for, but no CUDA device is available", "device")
+        raise McGraphError(where, "device 'cuda' asked for, but no CUDA device is available",
+                           "device")
     return torch.device(name)
 
 

@@ -83,6 +83,16 @@ class Pool:
         self.noise: list[torch.Tensor] = []
         self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
         self._consts: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        # sampling temperature: a device tensor the host refills, so a captured graph reads
+        # each step's value; None until annealing asks for one (then a division per mask)
+        self.tau: torch.Tensor | None = None
+
+    def set_temperature(self, t: float) -> None:
+        if self.tau is None:
+            if t == 1.0:
+                return
+            self.tau = torch.ones((), device=self.masks[0].mask.device)
+        self.tau.fill_(t)
 
     def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Per element of all masks: the hashed (seed, index, position) and its mask's number."""
@@ -138,9 +148,11 @@ def gumbel(x: torch.Tensor) -> torch.Tensor:
     return -torch.log(-torch.log(u))
 
 
-def sample(m: "MaskConnect", noise: torch.Tensor) -> torch.Tensor:
-    """(K,) int64 on the device: top-K of log m~ + Gumbel noise, as the host's sampler draws."""
-    keys = torch.log(m.mask.detach().float().view(-1).clamp_min(1e-12)) + noise
+def sample(m: "MaskConnect", noise: torch.Tensor, tau: torch.Tensor | None = None) -> torch.Tensor:
+    """(K,) int64 on the device: top-K of log m~ (divided by the temperature ``tau``) + Gumbel
+    noise, as the host's sampler draws."""
+    logits = torch.log(m.mask.detach().float().view(-1).clamp_min(1e-12))
+    keys = (logits if tau is None else logits / tau) + noise
     return torch.topk(keys, m.fan_in).indices
 
 
@@ -173,8 +185,8 @@ def _mv32(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 class DeviceMaskedSum(torch.autograd.Function):
     """The device-wiring op; see the module docstring.
-    ``apply(mask, chosen, plan, pool_stage, slots, strides, out_channels, mode, scale, samples, *ys)``
-    with ``chosen`` (K,) and ``slots`` (n,) int64 device tensors."""
+    ``apply(mask, chosen, plan, pool_stage, slots, strides, out_channels, mode, scale, samples,
+    *ys)`` with ``chosen`` (K,) and ``slots`` (n,) int64 device tensors."""
 
     @staticmethod
     def forward(ctx, mask, chosen, p, stage, slots, strides, out_channels, mode, scale, samples,
@@ -300,7 +312,7 @@ def forward(m: "MaskConnect", ys: tuple[torch.Tensor, ...]) -> torch.Tensor:
         w.pool.begin_step()
     if w.slots.device != ys[0].device:
         w.slots = w.slots.to(ys[0].device)
-    chosen = sample(m, w.pool.noise[w.number])
+    chosen = sample(m, w.pool.noise[w.number], w.pool.tau)
     prev = ys[m.prev]                      # the original input has the block input's shape
     like = ys[w.plan.owned[0]] if w.plan.owned else prev
     stage = w.pool.stage(w.plan.stage, like, tuple(prev.shape[1:]), _is_cl(prev))

@@ -21,7 +21,8 @@ class Interrupted(McGraphError):
 
 
 def first_line(e: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message (library tracebacks are long), for one-line errors."""
+    """The first line of an exception's message (library tracebacks are long), for one-line
+    errors."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
 
 

@@ -1,4 +1,5 @@
-"""Accuracy of a checkpoint in PyTorch or of an ONNX file in onnxruntime, on a data set's test split.
+"""Accuracy of a checkpoint in PyTorch or of an ONNX file in onnxruntime, on a data set's test
+split.
 
 Never a silently wrong number: a model whose class count or input size is not the data set's is
 refused in one line (its labels would index other classes' logits), and a model trained with

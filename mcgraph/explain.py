@@ -2,7 +2,7 @@
 
     ex = mcgraph.explain("torchvision:mobilenet_v2", input_size=(64, 64))
     ex.error           # 'find_modules: features.5 reads ..., not the previous block features.3 ...'
-    ex.verdicts[:2]    # [{'module': 'features', 'type': 'Sequential', 'block': False, 'reason': ...}]
+    ex.verdicts[:2]    # [{'module': 'features', 'type': 'Sequential', 'block': False, ...}]
     explanation_of(mcgraph.load("m.pt")).blocks      # of a rewritten or loaded model
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, Iterable
 import torch
 from torch import fx, nn
 
-from .errors import McGraphError
 from . import graph_meta
+from .errors import McGraphError
 from .ir import ModuleDAG
 
 
@@ -22,7 +22,8 @@ from .ir import ModuleDAG
 class Explanation:
     model: str
     blocks: list[str]                               # the chain, in order ([] when refused)
-    verdicts: list[dict[str, Any]]                  # module, type, block, reason ([]: modules given)
+    verdicts: list[dict[str, Any]]                  # module, type, block, reason ([]: modules
+                                                    # given)
     unreachable: dict[str, list[list[str]]] = field(default_factory=dict)   # block: [[input, why]]
     level: str | None = None
     modules: list[str] | None = None                # the user's override, when given
@@ -71,7 +72,8 @@ def explain(model: nn.Module | str, *, input_size: tuple[int, int] | None = None
     gm = annotate_shapes(trace(model, mods), x)
     graph_meta.set_rewrite_record(gm, {
         "model": name or type(model).__name__,
-        "modules": None if mods is None else [m if isinstance(m, str) else m.__name__ for m in mods]})
+        "modules": (None if mods is None
+                    else [m if isinstance(m, str) else m.__name__ for m in mods])})
     error = None
     try:
         run_passes(gm, pipelines.analysis(mods, level))

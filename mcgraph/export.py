@@ -28,10 +28,10 @@ import onnx
 import torch
 from torch import nn
 
+from . import graph_meta
 from .datainfo import NORMALIZATION, DataInfo
 from .errors import McGraphError, first_line
 from .io import atomic_path, check_out_path
-from . import graph_meta
 from .ir import HEAD, ModuleDAG, dag_of
 from .masks import mask_modules
 

@@ -1,7 +1,8 @@
 """ModuleDAG: the module-level intermediate representation (networkx inside), carried on the graph.
 
-The DAG's *structure* is carried on the graph (:func:`mcgraph.graph_meta.dag`): :func:`find_modules` writes it,
-rewrite passes update it, and everything downstream (dead-module elimination, branch pruning,
+The DAG's *structure* is carried on the graph (:func:`mcgraph.graph_meta.dag`):
+:func:`find_modules` writes it, rewrite passes update it, and everything downstream
+(dead-module elimination, branch pruning,
 ``inspect``, the plot, checkpoints) reads it from there. Mask *values* stay in the mask
 parameters (they change every step); :func:`dag_of` reads them when asked, so a DAG never goes
 stale. Passes that remove masks (``lower_masks``, ``prune_branches``) first :meth:`record
@@ -41,7 +42,8 @@ class ModuleDAG:
     @property
     def level(self) -> str:
         return self.graph.graph.get("level") or (
-            "branch" if any(d["kind"] == "branch" for _, d in self.graph.nodes(data=True)) else "module")
+            "branch" if any(d["kind"] == "branch" for _, d in self.graph.nodes(data=True))
+            else "module")
 
     def blocks(self) -> list[str]:
         """The modules MaskConnect wires: residual blocks, or ResNeXt branches, in order."""
@@ -76,12 +78,14 @@ class ModuleDAG:
         return snap
 
     def record(self, gm: nn.Module) -> None:
-        """Store the masks' current values and eval choice in the structure (before removing them)."""
+        """Store the masks' current values and eval choice in the structure (before removing
+        them)."""
         self._fill(gm, keep=True)
 
     def _fill(self, gm: nn.Module, keep: bool) -> None:
         mods = dict(gm.named_modules())
-        hot = {p: (mods[p].eval_binary(), mods[p].mask.detach().float().cpu().view(mods[p].rows, -1),
+        hot = {p: (mods[p].eval_binary(),
+                   mods[p].mask.detach().float().cpu().view(mods[p].rows, -1),
                    mods[p].is_frozen)
                for p in self.selectors() if isinstance(mods.get(p), KHotMask)}
         frozen: dict[str, bool] = {}
@@ -137,7 +141,8 @@ class ModuleDAG:
         cands = self.candidates(node)
         return {"module": node, "candidates": cands,
                 "values": [self.graph.edges[c, node]["mask"] for c in cands],
-                "chosen": self.chosen_inputs(node), "frozen": self.graph.nodes[node].get("frozen", False)}
+                "chosen": self.chosen_inputs(node),
+                "frozen": self.graph.nodes[node].get("frozen", False)}
 
     # ------------------------------------------------------------------ rebuilt from the masks
     @classmethod
@@ -163,7 +168,8 @@ class ModuleDAG:
                 dag.set_selector(mc.target, path, mc.fan_in)
         if branch:
             for n in branch:
-                dag.set_branch_selector(str(n.target), f"{n.target}.mask", mods[n.target].mask.fan_in)
+                dag.set_branch_selector(str(n.target), f"{n.target}.mask",
+                                        mods[n.target].mask.fan_in)
         return dag.with_values(gm)
 
     def set_selector(self, block: str, path: str, fan_in: int) -> None:
@@ -210,15 +216,18 @@ class ModuleDAG:
         return isinstance(other, ModuleDAG) and _canon(self.to_dict()) == _canon(other.to_dict())
 
     def __repr__(self) -> str:
-        return f"ModuleDAG({self.level}, {len(self.blocks())} modules, {self.graph.number_of_edges()} edges)"
+        return (f"ModuleDAG({self.level}, {len(self.blocks())} modules, "
+                f"{self.graph.number_of_edges()} edges)")
 
 
 def _canon(d: dict[str, Any]) -> str:
     return json.dumps({**d, "nodes": sorted(d["nodes"], key=lambda n: n["name"]),
-                       "edges": sorted(d["edges"], key=lambda e: (e["src"], e["dst"]))}, sort_keys=True)
+                       "edges": sorted(d["edges"], key=lambda e: (e["src"], e["dst"]))},
+                      sort_keys=True)
 
 
-def module_dag(source: str, blocks: list[tuple[str, list[tuple[str, list[int], int]]]]) -> ModuleDAG:
+def module_dag(source: str,
+               blocks: list[tuple[str, list[tuple[str, list[int], int]]]]) -> ModuleDAG:
     """Module level: ``blocks`` in order, each with its candidates ``(name, stride, pad)``; the
     head reads the last block (a fixed edge)."""
     g = nx.DiGraph(level="module")
@@ -247,7 +256,8 @@ def branch_dag(source: str, blocks: list[tuple[str, int]]) -> ModuleDAG:
     g.add_node(HEAD, kind="head", index=idx)
     first, c0 = blocks[0]
     for k in range(c0):
-        g.add_edge(source, f"{first}/{k}", stride=[1, 1], pad=0, selector=None, entries=[], fixed=True)
+        g.add_edge(source, f"{first}/{k}", stride=[1, 1], pad=0, selector=None, entries=[],
+                   fixed=True)
     for j, (name, c) in enumerate(blocks):
         for k in range(c):
             if j + 1 < len(blocks):

@@ -11,16 +11,16 @@ import onnx
 import torch
 
 from . import deploy, graph_meta, precision
-from .api import CompileReport, compile, count_params, load, rewrite, save
 from .accuracy import check_classes
+from .api import CompileReport, compile, count_params, load, rewrite, save
 from .config import CompileConfig, RewriteConfig
 from .datainfo import checkpoint_data
 from .errors import McGraphError
 from .io import atomic_path, check_out_path, write_text_atomic
 from .ir import dag_of
 from .masks import freeze_masks, mask_modules
-from .readiness import wiring_state
 from .passes import export_onnx
+from .readiness import wiring_state
 
 
 def rewrite_to_checkpoint(cfg: RewriteConfig) -> dict[str, Any]:
@@ -50,10 +50,7 @@ def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
     out = check_out_path(cfg.out, "compile")
     if cfg.report:
         check_out_path(cfg.report, "compile")
-    newest = onnx.defs.onnx_opset_version()
-    if cfg.opset > newest:   # the exporter would silently write opset 18 instead
-        raise McGraphError("compile", f"opset must be at most {newest} (the newest this onnx "
-                                      f"package knows), got {cfg.opset}", "opset")
+    _check_opset(cfg.opset)
     t0 = time.perf_counter()
     masked = load(cfg.checkpoint, trust_code=cfg.trust_code)
     shape = graph_meta.input_shape(masked)
@@ -72,23 +69,7 @@ def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
                     data=checkpoint_data(cfg.checkpoint), params=report.params_after)
         if cfg.verify:
             report.onnx_max_abs_diff = verify_onnx(masked, fp32, cfg.batch_sizes, cfg.tolerance)
-        if cfg.precision == "int8":
-            assert data is not None                       # CompileConfig requires it
-            report.quantization = precision.quantize_int8(
-                fp32, staged, data, images=cfg.calib_images, seed=cfg.calib_seed,
-                per_channel=cfg.per_channel, scheme=cfg.int8_scheme)
-        elif cfg.precision == "fp16":
-            precision.convert_fp16(fp32, staged)
-        if cfg.precision != "fp32" and (cfg.verify or cfg.precision == "int8"):
-            # fp16 is a correctness check (reference evaluator, tolerance); int8 is reported only
-            inputs = precision.check_inputs(shape, cfg.batch_sizes, data)
-            report.precision_max_abs_diff = precision.compare_to_fp32(
-                staged, fp32, cfg.precision, inputs,
-                cfg.fp16_tolerance if cfg.precision == "fp16" else None)
-            if cfg.precision == "fp16":
-                report.notes.append("fp16 checked against fp32 with onnx's reference evaluator "
-                                    f"(float16 arithmetic) on {sum(cfg.batch_sizes)} "
-                                    f"{'test' if data else 'random'} images")
+        _convert_precision(cfg, report, fp32, staged, data, shape)
         report.opset, report.onnx_ops = deploy.opset(staged), deploy.op_counts(staged)
         if deploy.opset(fp32) != cfg.opset:
             raise McGraphError("compile", f"asked for opset {cfg.opset}, the exporter wrote "
@@ -106,7 +87,38 @@ def compile_checkpoint(cfg: CompileConfig) -> CompileReport:
     return report
 
 
-def freeze_learning_masks(masked: torch.fx.GraphModule, data: Any) -> tuple[torch.fx.GraphModule, str]:
+def _check_opset(opset: int) -> None:
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:   # the exporter would silently write opset 18 instead
+        raise McGraphError("compile", f"opset must be at most {newest} (the newest this onnx "
+                                      f"package knows), got {opset}", "opset")
+
+
+def _convert_precision(cfg: CompileConfig, report: CompileReport, fp32: Path, staged: Path,
+                       data: Any, shape: tuple[int, ...]) -> None:
+    """For ``cfg.precision`` fp16 or int8, write ``staged`` from the verified ``fp32`` file and
+    record in ``report`` how far it is from fp32 (nothing to do at fp32: the same file)."""
+    if cfg.precision == "int8":
+        assert data is not None                       # CompileConfig requires it
+        report.quantization = precision.quantize_int8(
+            fp32, staged, data, images=cfg.calib_images, seed=cfg.calib_seed,
+            per_channel=cfg.per_channel, scheme=cfg.int8_scheme)
+    elif cfg.precision == "fp16":
+        precision.convert_fp16(fp32, staged)
+    if cfg.precision != "fp32" and (cfg.verify or cfg.precision == "int8"):
+        # fp16 is a correctness check (reference evaluator, tolerance); int8 is reported only
+        inputs = precision.check_inputs(shape, cfg.batch_sizes, data)
+        report.precision_max_abs_diff = precision.compare_to_fp32(
+            staged, fp32, cfg.precision, inputs,
+            cfg.fp16_tolerance if cfg.precision == "fp16" else None)
+        if cfg.precision == "fp16":
+            report.notes.append("fp16 checked against fp32 with onnx's reference evaluator "
+                                f"(float16 arithmetic) on {sum(cfg.batch_sizes)} "
+                                f"{'test' if data else 'random'} images")
+
+
+def freeze_learning_masks(masked: torch.fx.GraphModule,
+                          data: Any) -> tuple[torch.fx.GraphModule, str]:
     """A checkpoint whose masks were still learning, given data: freeze the masks to their top-K
     and re-estimate BatchNorm's statistics for that wiring on training batches (what the
     trainer's evaluation does), and say so. Without data, or when no mask learns, unchanged
@@ -115,6 +127,7 @@ def freeze_learning_masks(masked: torch.fx.GraphModule, data: Any) -> tuple[torc
     if data is None or not state.learning:
         return masked, ""
     import itertools
+
     from .config import default
     from .train.config import TrainConfig
     from .train.data import make_loader

@@ -4,8 +4,8 @@
 
 Forward: ``x = scale * sum_{k in chosen} adapt(y_k)`` (N, C, H, W); only the K chosen are read.
 Backward: the chosen inputs get ``scale * g`` (un-adapted); every candidate k gets the
-straight-through mask gradient ``dL/dm_k = <scale * g, adapt(y_k)>`` (DESIGN §2), from the y_k
-that are alive anyway: candidates of the block's own shape are saved by reference; adapted
+straight-through mask gradient ``dL/dm_k = <scale * g, adapt(y_k)>`` (docs/design.md §3), from
+the y_k that are alive anyway: candidates of the block's own shape are saved by reference; adapted
 (earlier-stage) candidates are read from compact stacks shared by the blocks of a stage
 (:class:`_Stacks`).
 

@@ -1,6 +1,6 @@
 """The MaskConnect mask: K-hot sampling, straight-through gradient, clip, freeze.
 
-Input of module j:  x_j = sum_k m_{j,k} * adapt_k(y_k)  with m_j K-hot (DESIGN §2).
+Input of module j:  x_j = sum_k m_{j,k} * adapt_k(y_k)  with m_j K-hot (docs/design.md §2).
 
 The forward pass adds only the K chosen inputs. The backward pass computes the straight-through
 gradient dL/dm_{j,k} = <dL/dx_j, adapt_k(y_k)> for every candidate k from the y_k that are alive
@@ -95,6 +95,7 @@ class KHotMask(nn.Module):
         self._values_h: torch.Tensor | None = None
         self._values_key: tuple[int, int] | None = None
         self._device = None          # mcgraph.device_wiring's state while it is enabled
+        self.temperature = 1.0       # sampling draws from m~^(1/T) (set_temperature; not saved)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         if prefix + "mask" in state_dict and prefix + "overflow" not in state_dict:
@@ -103,7 +104,8 @@ class KHotMask(nn.Module):
         if prefix + "frozen" in state_dict:
             self._frozen_h = bool(state_dict[prefix + "frozen"])
             self._step_h = int(state_dict[prefix + "step"])
-            self._chosen_h = state_dict[prefix + "chosen"].detach().cpu().view(self.rows, -1).clone()
+            chosen = state_dict[prefix + "chosen"]
+            self._chosen_h = chosen.detach().cpu().view(self.rows, -1).clone()
         self._values_key = None
 
     def refresh_host_state(self) -> None:
@@ -212,6 +214,8 @@ class KHotMask(nn.Module):
         if not self._warned_zero:
             self._zero_rows()                  # warns (once) about rows pushed out entirely
         logits = torch.log(self._m2().clamp_min(1e-12))
+        if self.temperature != 1.0:              # sharper toward the top-K as T falls
+            logits = logits / self.temperature
         u = torch.rand(logits.shape, generator=g).clamp_(1e-20, 1.0 - 1e-7)
         keys = logits - torch.log(-torch.log(u))
         return torch.sort(torch.topk(keys, self.fan_in, dim=1).indices, dim=1).values
@@ -254,8 +258,9 @@ class KHotMask(nn.Module):
             r = sorted(r)
             if len(set(r)) != self.fan_in or len(r) != self.fan_in or not all(
                     0 <= k < self.num_candidates for k in r):
-                raise ValueError(f"{type(self).__name__}: {self.target} row {i} needs {self.fan_in} "
-                                 f"distinct indices in 0..{self.num_candidates - 1}, got {r}")
+                raise ValueError(f"{type(self).__name__}: {self.target} row {i} needs "
+                                 f"{self.fan_in} distinct indices in 0..{self.num_candidates - 1}, "
+                                 f"got {r}")
             hot[i, r] = True
         self.chosen.copy_(hot.view(self.chosen.shape))
         self.frozen.fill_(True)
@@ -360,6 +365,17 @@ def set_grad_samples(model: nn.Module, samples: int | None) -> nn.Module:
     for m in mask_modules(model):
         m.grad_samples = samples
     return model
+
+
+def set_temperature(model: nn.Module, temperature: float) -> None:
+    """Sample every mask from m~^(1/T) (``T`` = 1: the paper's m~; toward 0: its top-K), on the
+    host and under device wiring alike. The trainer anneals it with ``mask_anneal``."""
+    if not temperature > 0:
+        raise ValueError(f"set_temperature: T must be > 0, got {temperature}")
+    for m in mask_modules(model):
+        m.temperature = float(temperature)
+        if m._device is not None:
+            m._device.pool.set_temperature(float(temperature))
 
 
 def mask_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -33,7 +33,8 @@ class Measured:
 
 
 def time_onnx(path: str | Path, shape: tuple[int, ...], batches: tuple[int, ...] = BATCHES,
-              repeats: dict[int, int] | None = None, device: str = "cpu") -> tuple[dict[int, float], str]:
+              repeats: dict[int, int] | None = None,
+              device: str = "cpu") -> tuple[dict[int, float], str]:
     """Median latency of ``path`` per batch size (and the provider that ran it)."""
     sess = deploy.make_session(path, device=device)
     reps = {**REPEATS, **(repeats or {})}

@@ -66,18 +66,21 @@ def _load_weights(model: nn.Module, path: Path, name: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
-        raise McGraphError("create_model", f"{path} is not a loadable state_dict ({type(e).__name__})")
+        raise McGraphError("create_model",
+                          f"{path} is not a loadable state_dict ({type(e).__name__})") from e
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise McGraphError("create_model", f"{path} holds a {type(state).__name__}, not a state_dict")
+        raise McGraphError("create_model",
+                           f"{path} holds a {type(state).__name__}, not a state_dict")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as e:
-        raise McGraphError("create_model", f"{path} does not fit {name}: {state_dict_error(e)}")
+        raise McGraphError("create_model",
+                          f"{path} does not fit {name}: {state_dict_error(e)}") from e
 
 
-# ---------------------------------------------------------------- CIFAR ResNet (He et al. 2016, 4.2)
+# ------------------------------------------------------------ CIFAR ResNet (He et al. 2016, 4.2)
 class CifarBasicBlock(nn.Module):
     """3x3-3x3 residual block; the shortcut is option A (subsample + zero channel padding)."""
 

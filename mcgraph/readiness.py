@@ -54,8 +54,8 @@ class WiringState:
             return f"{how}; every mask reads all its candidates"
         vals = [g for _, g in self.gaps]
         name, low = min(self.gaps, key=lambda t: t[1])
-        return (f"{how}; top-K margins over {len(vals)} rows: median {statistics.median(vals):.2f}, "
-                f"closest {low:.2f} ({name})")
+        return (f"{how}; top-K margins over {len(vals)} rows: "
+                f"median {statistics.median(vals):.2f}, closest {low:.2f} ({name})")
 
 
 @torch.no_grad()

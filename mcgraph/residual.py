@@ -53,7 +53,8 @@ class Verdict:
     rank: int = 0
 
     def to_dict(self) -> dict:
-        return {"module": self.module, "type": self.type, "block": self.block, "reason": self.reason}
+        return {"module": self.module, "type": self.type, "block": self.block,
+                "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,8 @@ def graph_form(gm: fx.GraphModule) -> Form:
             if len(ins) > 1:
                 return Form(False, f"output is a {_op_name(gm, v)} of {len(ins)} paths, not a sum "
                                    "F(x) + S(x)", 3)
-            return Form(False, f"output comes from a {_op_name(gm, v)}, not from a sum F(x) + S(x)", 2)
+            return Form(False, f"output comes from a {_op_name(gm, v)}, not from a sum "
+                               "F(x) + S(x)", 2)
         act.append(_op_name(gm, v) if len(ins) == 1 else f"{_op_name(gm, v)}-of-{len(ins)}")
         v = d
     if v is x:
@@ -165,11 +167,13 @@ def graph_form(gm: fx.GraphModule) -> Form:
         return Form(False, f"its sum adds {what}, not two paths from its input", 3)
     shared = _ancestors(operands[0], live) & _ancestors(operands[1], live)
     shared.discard(x)
-    inner = sorted((n for n in shared if not _elementwise(gm, n)), key=lambda n: -len(_ancestors(n, live)))
+    inner = sorted((n for n in shared if not _elementwise(gm, n)),
+                   key=lambda n: -len(_ancestors(n, live)))
     if inner:
         why = ("chains residual blocks" if any(_is_add(n) for n in shared)
                else "transforms its input before the sum's paths split")
-        return Form(False, f"{why} (both paths of its sum read '{inner[0].name}'); looking inside", 4)
+        return Form(False, f"{why} (both paths of its sum read '{inner[0].name}'); "
+                           "looking inside", 4)
     def cost(a: fx.Node) -> tuple[int, int]:        # S: the path with fewer layers, then ops
         anc = _ancestors(a, live) - shared - {x}
         return sum(n.op == "call_module" and not _elementwise(gm, n) for n in anc), len(anc)
@@ -188,7 +192,8 @@ def residual_form(module: nn.Module) -> Form:
     try:
         gm = trace_alone(module)
     except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError, ...
-        return Form(False, f"cannot be traced alone by torch.fx ({type(e).__name__}: {first_line(e, 80)})", 0)
+        return Form(False, "cannot be traced alone by torch.fx "
+                           f"({type(e).__name__}: {first_line(e, 80)})", 0)
     return graph_form(gm)
 
 
@@ -204,7 +209,8 @@ def only_child(module: nn.Module) -> str | None:
         return None
     body = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output")]
     x = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    if len(body) == 1 and body[0].op == "call_module" and body[0].args == (x,) and not body[0].kwargs:
+    only = body[0] if len(body) == 1 else None
+    if only is not None and only.op == "call_module" and only.args == (x,) and not only.kwargs:
         name = str(body[0].target)
         return name if name in children else None
     return None

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 class ResNeXtBottleneck(nn.Module):
     """Same attribute names as torchvision's Bottleneck, so one rewrite handles both."""
 

@@ -90,7 +90,8 @@ def trim_metrics(d: PathLike, epochs_done: int, where: str = "train") -> None:
             row = json.loads(line)
         except ValueError:
             continue
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epochs_done:
+        epoch = row.get("epoch") if isinstance(row, dict) else None
+        if isinstance(epoch, int) and epoch <= epochs_done:
             keep.append(line + "\n")
     if "".join(keep) != text:
         write_text_atomic(p, "".join(keep), where)

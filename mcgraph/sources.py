@@ -44,7 +44,8 @@ from .errors import McGraphError, first_line
 WHERE = "model"
 KINDS = ("registry", "torchvision", "timm", "file", "module")
 TRUSTED_KINDS = ("registry", "torchvision", "timm")
-SPEC_HELP = "a registered name, torchvision:NAME, timm:NAME, path/file.py:factory or package.module:factory"
+SPEC_HELP = ("a registered name, torchvision:NAME, timm:NAME, path/file.py:factory or "
+             "package.module:factory")
 TIMM_MISSING = "timm is not installed; pip install 'mcgraph[timm]'"
 DEFAULT_SIZE = {"torchvision": (224, 224), "timm": (224, 224), "file": (32, 32), "module": (32, 32)}
 _PLAIN = (type(None), bool, int, float, str)
@@ -125,7 +126,8 @@ def parse_source(spec: str, args: dict[str, Any] | None = None) -> ModelSource:
     left, colon, factory = spec.rpartition(":")
     if not colon:
         if spec.endswith(".py") or os.sep in spec or "/" in spec:
-            raise McGraphError(WHERE, f"'{spec}': a file source names its factory, e.g. {spec}:make")
+            raise McGraphError(WHERE, f"'{spec}': a file source names its factory, "
+                                      f"e.g. {spec}:make")
         from .models import model_info
         model_info(spec)                     # unknown name: the registry's own message
         return ModelSource(spec, "registry", spec, None, args)
@@ -255,7 +257,8 @@ def _on_path(folder: str) -> Iterator[None]:
 def _import_file(path: str) -> ModuleType:
     p = Path(path)
     if not p.is_file():
-        raise McGraphError(WHERE, f"{path} does not exist" if not p.exists() else f"{path} is not a file")
+        raise McGraphError(WHERE, f"{path} does not exist" if not p.exists()
+                           else f"{path} is not a file")
     stem = "".join(c if c.isalnum() else "_" for c in p.stem)
     name = f"mcgraph_source_{stem}_{hashlib.sha1(str(p).encode()).hexdigest()[:10]}"
     spec = importlib.util.spec_from_file_location(name, p)
@@ -269,7 +272,8 @@ def _import_file(path: str) -> ModuleType:
         sys.modules.pop(name, None)
         if isinstance(e, KeyboardInterrupt):    # a user's sys.exit() at import is a failure
             raise
-        raise McGraphError(WHERE, f"importing {path} failed: {type(e).__name__}: {first_line(e)}") from None
+        raise McGraphError(WHERE, f"importing {path} failed: "
+                                  f"{type(e).__name__}: {first_line(e)}") from None
     return module
 
 
@@ -289,7 +293,8 @@ def _from_factory(src: ModelSource, args: dict[str, Any]) -> nn.Module:
         module = _import_file(src.name) if src.kind == "file" else _import_module(src.name)
         fn = getattr(module, str(src.factory), None)
         if not callable(fn):
-            have = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+            have = sorted(n for n, v in vars(module).items()
+                          if callable(v) and not n.startswith("_")
                           and getattr(v, "__module__", None) == module.__name__)
             what = "is not callable" if fn is not None else "is not defined"
             raise McGraphError(WHERE, f"{src.spec}: '{src.factory}' {what} in {src.name}; its "

@@ -15,15 +15,15 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .errors import McGraphError, first_line
-
 from . import graph_meta
+from .errors import McGraphError, first_line
 
 
 def describe_blocks(modules: Iterable[type | str] | None) -> str:
     """What a block search looked for, for error messages."""
     if modules:
-        return "module types/names " + ", ".join(m if isinstance(m, str) else m.__name__ for m in modules)
+        return "module types/names " + ", ".join(m if isinstance(m, str) else m.__name__
+                                                 for m in modules)
     return "modules of residual form act(F(x) + S(x))"
 
 
@@ -81,8 +81,9 @@ def annotate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> fx.Graph
         with torch.no_grad():
             ShapeProp(gm).propagate(example_input)
     except Exception as e:
-        raise McGraphError("annotate_shapes", f"example input of shape {tuple(example_input.shape)} "
-                                              f"does not run through the model: {first_line(e)}") from None
+        raise McGraphError("annotate_shapes",
+                           f"example input of shape {tuple(example_input.shape)} does not run "
+                           f"through the model: {first_line(e)}") from None
     finally:
         gm.train(was_training)
     return gm

@@ -1,7 +1,8 @@
 """Shared test helpers, one copy each (``import helpers`` works from every test folder: conftest.py
 puts tests/ on sys.path).
 
-- numerical asserts (DESIGN §4: max abs diff under 1e-4 relative to the output scale) and inputs;
+- numerical asserts (docs/design.md §1: max abs diff under 1e-4 relative to the output scale)
+  and inputs;
 - the command line in-process (``run_cli``) and what its results must look like;
 - ONNX files under onnxruntime, conv_adapters' convolutions in them;
 - the masks of a rewritten resnet20 (candidates, top-K choice, dead blocks), recomputed here from

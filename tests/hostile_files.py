@@ -71,8 +71,9 @@ NET = textwrap.dedent('''
     from torch import nn
     from torchvision.models.resnet import BasicBlock
     def make(num_classes=10):
-        return nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.ReLU(), BasicBlock(8, 8), BasicBlock(8, 8),
-                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+        return nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.ReLU(), BasicBlock(8, 8),
+                             BasicBlock(8, 8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(8, num_classes))
     ''')
 
 
@@ -125,7 +126,8 @@ def make_files(d):
     torch.save(ck["state_dict"], d / "raw_sd.pt")
     desc = ck["description"]
     torch.save({**ck, "description": {**desc, "model": None}}, d / "user.pt")
-    torch.save({**ck, "description": {k: v for k, v in desc.items() if k != "fan_in"}}, d / "nokey.pt")
+    torch.save({**ck, "description": {k: v for k, v in desc.items() if k != "fan_in"}},
+               d / "nokey.pt")
     torch.save({**ck, "description": {**desc, "input_shape": [-1, 16, 16]}}, d / "badshape.pt")
     torch.save({**ck, "description": {**desc, "model": "os:system"}}, d / "os_src.pt")
     # a checkpoint of a file source whose file has since changed to one that raises on import

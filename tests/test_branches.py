@@ -1,10 +1,10 @@
 """The fused K-hot branch mix against the dense einsum formulation, and branch-mask sampling."""
 import pytest
 import torch
+from helpers import assert_same_outputs, rand
 from torch import nn
 
 import mcgraph
-from helpers import assert_same_outputs, rand
 from mcgraph.branches import BranchBlock, BranchMask, KHotMix
 from mcgraph.masks import mask_modules, process_grad, set_grad_samples
 
@@ -94,7 +94,8 @@ class RenamedGrouped(nn.Module):
                                                        bias=False),
                                   nn.BatchNorm2d(width), nn.ReLU(), nn.Identity(),
                                   nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout))
-        self.proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                   nn.BatchNorm2d(cout))
                      if stride != 1 or cin != cout else nn.Identity())
         self.out = nn.ReLU()
 
@@ -111,7 +112,8 @@ class GatedGrouped(RenamedGrouped):
 class RenamedNet(nn.Module):
     def __init__(self, block=RenamedGrouped):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
+                                  nn.ReLU())
         self.stages = nn.Sequential(block(16, 16), block(16, 32, stride=2), block(32, 32))
         self.fc = nn.Linear(32, 5)
 
@@ -129,14 +131,16 @@ def test_grouped_bottleneck_found_by_structure_whatever_its_names():
     assert bottleneck_parts(net.stages[0]).downsample is None      # identity shortcut
     dilated = RenamedGrouped(16, 16)
     dilated.body[3] = nn.Conv2d(8, 8, 3, 1, 2, dilation=2, groups=4, bias=False)
-    assert bottleneck_parts(dilated).startswith("is not a grouped bottleneck")   # not rebuilt exactly
+    # not rebuilt exactly
+    assert bottleneck_parts(dilated).startswith("is not a grouped bottleneck")
     gated = bottleneck_parts(GatedGrouped(16, 16))
     assert gated == "has a path that is not a chain of one-input layers (a gate, a scale inside)"
     # auto level picks branch; K=C 'full' is the original network (the driver checks 1e-4)
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
-    masked = mcgraph.rewrite(net.eval(), fan_in=4, init="full", example_input=torch.randn(1, 3, 8, 8))
+    masked = mcgraph.rewrite(net.eval(), fan_in=4, init="full",
+                             example_input=torch.randn(1, 3, 8, 8))
     assert mcgraph.dag_of(masked).level == "branch"
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
@@ -160,7 +164,7 @@ def test_full_k_equals_c_running_statistics():
     """K=C 'full' computes the original block's batch statistics, but BatchNorms that run over
     the C streams folded into the batch (BN3, and the projection shortcut's BN after the first
     block) count C*M values per channel instead of M = N*H*W: running_mean is the same, the
-    unbiased variance in running_var is the original's times C(M-1)/(CM-1) (DESIGN §7)."""
+    unbiased variance in running_var is the original's times C(M-1)/(CM-1) (docs/design.md §7)."""
     torch.manual_seed(0)
     model = mcgraph.create_model("resnext29_4x16d")
     c = model.layer1[0].conv2.groups

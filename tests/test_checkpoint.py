@@ -1,8 +1,8 @@
 import pytest
 import torch
+from helpers import assert_same_outputs, eval_outputs, rand
 
 import mcgraph
-from helpers import assert_same_outputs, eval_outputs, rand
 from mcgraph import McGraphError
 
 
@@ -19,7 +19,8 @@ def test_round_trip_with_weights_only(tmp_path, masked_resnet20):
     back = mcgraph.load(path)
     x = rand(2, 1, 16, 16)
     assert_same_outputs(eval_outputs(gm, x), eval_outputs(back, x), rel=0)
-    assert all(not m.mask.requires_grad for m in back.modules() if isinstance(m, mcgraph.MaskConnect))
+    assert all(not m.mask.requires_grad
+               for m in back.modules() if isinstance(m, mcgraph.MaskConnect))
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp file left behind
 
 

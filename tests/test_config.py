@@ -12,9 +12,11 @@ from mcgraph.train.config import TrainConfig
 
 
 @pytest.mark.parametrize("kw,option", [({"freeze_at": 1.5}, "freeze_at"), ({"lr": -1.0}, "lr"),
-                                       ({"epochs": 0}, "epochs"), ({"schedule": "linear"}, "schedule"),
+                                       ({"epochs": 0}, "epochs"),
+                                       ({"schedule": "linear"}, "schedule"),
                                        ({"connectivity": "dense"}, "connectivity"),
-                                       ({"device": "tpu"}, "device"), ({"max_steps": 0}, "max_steps")])
+                                       ({"device": "tpu"}, "device"),
+                                       ({"max_steps": 0}, "max_steps")])
 def test_train_config_refuses_bad_values_naming_the_field(kw, option):
     with pytest.raises(McGraphError, match=rf"^train: {option} ") as e:
         TrainConfig(model="resnet20", **kw)

@@ -142,7 +142,8 @@ def test_branch_level_resnext_amp_channels_last_step():
 
 @cuda
 def test_frozen_masks_amp_step_trains_weights_only():
-    model = mcgraph.freeze_masks(masked_resnet20(fan_in=2, init="random")).cuda().to(memory_format=CL)
+    model = mcgraph.freeze_masks(masked_resnet20(fan_in=2, init="random"))
+    model = model.cuda().to(memory_format=CL)
     masks = [p.detach().clone() for p in mcgraph.mask_parameters(model)]
     x = rand(16, 1, 16, 16).cuda().contiguous(memory_format=CL)
     records = amp_train_steps(model.train(), x, (torch.arange(16) % 10).cuda(), steps=2)
@@ -345,8 +346,8 @@ def test_cli_device_cuda_without_cuda_is_a_one_line_error(tmp_path, command):
         ckpt = tmp_path / "m.pt"
         mcgraph.save(masked_resnet20(), ckpt)
         args = ["eval", str(ckpt), "--data", "synthetic", "--device", "cuda"]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
     r = subprocess.run([sys.executable, "-m", "mcgraph", *args], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0, r.stdout + r.stderr

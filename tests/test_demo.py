@@ -13,7 +13,8 @@ def _baseline(tmp_path, runs):
     path = tmp_path / "demo_baseline.json"
     path.write_text(json.dumps({"table": "demo", "runs": [
         {"config": "fixed-prev", "model": "resnet20", "seed": i, "test_acc": acc,
-         "processor": cpu, "recipe": {**BUDGET, **over}} for i, (acc, cpu, over) in enumerate(runs)]}))
+         "processor": cpu, "recipe": {**BUDGET, **over}}
+        for i, (acc, cpu, over) in enumerate(runs)]}))
     return path
 
 

@@ -2,9 +2,15 @@
 input gradients and every mask gradient; shared stage buffers with owners; the on-device draw."""
 import pytest
 import torch
+from helpers import (
+    CANDIDATE_STRIDES,
+    assert_same_outputs,
+    candidate_inputs,
+    dense_masked_sum,
+    masked_resnet20,
+    rand,
+)
 
-from helpers import (CANDIDATE_STRIDES, assert_same_outputs, candidate_inputs, dense_masked_sum,
-                     masked_resnet20, rand)
 from mcgraph import device_wiring as dw
 from mcgraph.masks import KHotMask, adapt, mask_modules
 
@@ -94,8 +100,9 @@ def test_model_step_equals_the_eager_op_for_the_same_draw(fan_in, channels_last,
     dev.load_state_dict(eager.state_dict())
     draws = {m.target: torch.randperm(m.num_candidates, generator=torch.Generator().manual_seed(
         m.index))[: m.fan_in] for m in mask_modules(eager)}
-    monkeypatch.setattr(KHotMask, "sample_rows", lambda self: draws[self.target].sort().values[None])
-    monkeypatch.setattr(dw, "sample", lambda m, noise: draws[m.target])
+    monkeypatch.setattr(KHotMask, "sample_rows",
+                        lambda self: draws[self.target].sort().values[None])
+    monkeypatch.setattr(dw, "sample", lambda m, noise, tau=None: draws[m.target])
     assert dw.enable(dev)
     out_e, out_d = eager(x), dev(x)
     assert_same_outputs(out_e, out_d, rel=1e-5)
@@ -151,3 +158,23 @@ def test_enable_refuses_models_with_frozen_masks():
     mask_modules(gm)[0].freeze([0])
     assert not dw.enable(gm)
     assert all(m._device is None for m in mask_modules(gm))
+
+
+def test_a_low_temperature_draws_the_top_k_on_the_device_too():
+    from mcgraph.masks import set_temperature
+    gm = _model(1)
+    m = mask_modules(gm)[-1]
+    with torch.no_grad():
+        m.mask.copy_(torch.linspace(0.2, 0.9, m.num_candidates))   # the last is the top-1
+    assert dw.enable(gm)
+    pool = m._device.pool
+    set_temperature(gm, 0.01)
+    seen = set()
+    for step in range(50):
+        for k in pool.masks:
+            k.step.fill_(step)
+        pool.begin_step()
+        seen.add(int(dw.sample(m, pool.noise[m._device.number], pool.tau)[0]))
+    assert seen == {m.num_candidates - 1}
+    set_temperature(gm, 1.0)
+    assert float(pool.tau) == 1.0

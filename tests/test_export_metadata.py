@@ -10,8 +10,7 @@ import onnxruntime as ort
 import pytest
 
 import mcgraph
-from mcgraph import graph_meta
-from mcgraph import McGraphError, precision
+from mcgraph import McGraphError, graph_meta, precision
 from mcgraph.config import CompileConfig
 from mcgraph.datainfo import FASHION_MNIST, DataInfo, checkpoint_data
 from mcgraph.evaluate import evaluate_path
@@ -157,8 +156,8 @@ def test_compile_and_bench_count_the_same_parameters(tmp_path):
     """One parameter count: bench shows the learned weights compile reported (from the file's
     metadata), not the ONNX initializers (BatchNorm statistics, adapter constants)."""
     from mcgraph.bench import BenchConfig, benchmark
-    from mcgraph.jobs import compile_checkpoint
     from mcgraph.config import CompileConfig
+    from mcgraph.jobs import compile_checkpoint
     ck = tmp_path / "m.pt"
     mcgraph.save(mcgraph.rewrite("resnet20", 1, "random", num_classes=10, in_channels=1,
                                  input_size=(16, 16)), ck)

@@ -1,8 +1,8 @@
 """The masked model trains: masks move, stay in [0,1], and every sampled mask has K ones."""
 import torch
+from helpers import rand
 
 import mcgraph
-from helpers import rand
 from mcgraph.masks import mask_modules
 
 
@@ -30,13 +30,15 @@ def test_sgd_steps_move_masks_within_bounds(masked_resnet20):
     # a block no sampled mask reads in a step gets dL/dx_j = 0, so its mask cannot move that
     # step; over five steps most blocks are read at least once
     assert moved >= len(masks) // 2
-    assert all(0.0 <= float(m.mask.detach().min()) and float(m.mask.detach().max()) <= 1.0 for m in masks)
+    assert all(0.0 <= float(m.mask.detach().min()) and float(m.mask.detach().max()) <= 1.0
+               for m in masks)
     assert all(int(m.step) == 5 for m in masks)
 
 
 def test_a_block_no_mask_reads_is_left_untouched_by_the_step(tmp_path):
-    """DESIGN §6: a block unread in a step gets no gradient (None, not zeros), so SGD applies
-    neither weight decay nor momentum to it that step; the blocks that were read do move."""
+    """docs/design.md §6: a block unread in a step gets no gradient (None, not zeros), so SGD
+    applies neither weight decay nor momentum to it that step; the blocks that were read do
+    move."""
     from mcgraph.train import distributed as D
     from mcgraph.train.config import TrainConfig
     from mcgraph.train.data import load_data

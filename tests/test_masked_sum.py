@@ -4,9 +4,8 @@ import types
 
 import pytest
 import torch
+from helpers import CANDIDATE_STRIDES, assert_same_outputs, candidate_inputs, dense_masked_sum, rand
 
-from helpers import (CANDIDATE_STRIDES, assert_same_outputs, candidate_inputs, dense_masked_sum,
-                     rand)
 from mcgraph.masked_sum import MaskedSum, candidate_grads
 from mcgraph.masks import adapt, mask_modules, set_grad_samples
 
@@ -82,7 +81,8 @@ def _grads(model, x, y):
     model.zero_grad(set_to_none=True)
     out = model(x)
     torch.nn.functional.cross_entropy(out, y).backward()
-    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                          if p.grad is not None}
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])

@@ -1,9 +1,9 @@
 """The mask module: sampling, straight-through gradient against a dense reference, clip, freeze."""
 import pytest
 import torch
+from helpers import rand
 
 import mcgraph
-from helpers import rand
 from mcgraph.constraints import clip_masks_
 from mcgraph.masks import MaskConnect, adapt
 
@@ -317,6 +317,7 @@ def test_square_zero_rows_fall_back_to_their_own_branch():
 # ------------------------------------------------------------------ freeze with tensors / arrays
 def test_freeze_accepts_tensors_and_arrays_of_indices():
     import numpy as np
+
     from mcgraph.masks import KHotMask
     for chosen in (torch.tensor([3, 1]), np.array([1, 3]), [np.int64(1), np.int64(3)],
                    [torch.tensor(1), torch.tensor(3)], [np.array([1, 3])], (1, 3),

@@ -20,8 +20,10 @@ def form(f):
 
 
 def test_forms_that_are_blocks():
-    assert form(lambda m, x: torch.relu(m.conv(x) + x)).reason == "block: relu(F(x) + S(x)), S = identity"
-    assert form(lambda m, x: x.add(m.conv(x))).reason == "block: F(x) + S(x) (pre-activation), S = identity"
+    assert (form(lambda m, x: torch.relu(m.conv(x) + x)).reason
+            == "block: relu(F(x) + S(x)), S = identity")
+    assert (form(lambda m, x: x.add(m.conv(x))).reason
+            == "block: F(x) + S(x) (pre-activation), S = identity")
     f = form(lambda m, x: torch.sigmoid(torch.relu(torch.add(m.conv(x), x[:, :, ::1]))))
     assert f.ok and f.reason == "block: sigmoid(relu(F(x) + S(x))), S = getitem"
     # activations written out, or traced into functions: swish as x * sigmoid(x), prelu
@@ -32,9 +34,12 @@ def test_forms_that_are_blocks():
 
 
 def test_forms_that_are_not_and_why():
-    assert form(lambda m, x: m.conv(x)).reason == "output comes from a conv2d, not from a sum F(x) + S(x)"
-    assert form(lambda m, x: m.conv(x) + 1.0).reason == "its sum adds a constant, not two paths from its input"
-    assert form(lambda m, x: m.conv(x) * x).reason == "output is a mul of 2 paths, not a sum F(x) + S(x)"
+    assert (form(lambda m, x: m.conv(x)).reason
+            == "output comes from a conv2d, not from a sum F(x) + S(x)")
+    assert (form(lambda m, x: m.conv(x) + 1.0).reason
+            == "its sum adds a constant, not two paths from its input")
+    assert (form(lambda m, x: m.conv(x) * x).reason
+            == "output is a mul of 2 paths, not a sum F(x) + S(x)")
     assert form(lambda m, x: m.conv(m.conv(x) + x)).reason.startswith("output comes from a conv2d")
     # both paths read conv(x): it transforms before the split, the block (if any) is inside
     f = form(lambda m, x: (lambda y: torch.relu(m.conv(y) + y))(m.conv(x)))

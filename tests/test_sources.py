@@ -6,14 +6,20 @@ import textwrap
 
 import pytest
 import torch
+from helpers import assert_same_outputs, eval_outputs, rand
 from torch import nn
 
 import mcgraph
-from mcgraph import graph_meta
-from helpers import assert_same_outputs, eval_outputs, rand
-from mcgraph import McGraphError
-from mcgraph.sources import (ModelSource, adapt_io, build_model, io_channels, parse_model_args,
-                             parse_source, same_source)
+from mcgraph import McGraphError, graph_meta
+from mcgraph.sources import (
+    ModelSource,
+    adapt_io,
+    build_model,
+    io_channels,
+    parse_model_args,
+    parse_source,
+    same_source,
+)
 
 # A small residual network built from torchvision's BasicBlock, its factory taking arguments.
 NET = textwrap.dedent('''
@@ -62,7 +68,8 @@ def test_parse_source_each_kind(tmp_path, monkeypatch):
     t = parse_source("torchvision:resnet18", {"zero_init_residual": True})
     assert (t.kind, t.name, t.spec, t.args, t.trusted) == \
         ("torchvision", "resnet18", "torchvision:resnet18", {"zero_init_residual": True}, True)
-    assert (parse_source("timm:resnet18").kind, parse_source("timm:resnet18").trusted) == ("timm", True)
+    src = parse_source("timm:resnet18")
+    assert (src.kind, src.trusted) == ("timm", True)
     f = parse_source("sub/net.py:make", {"width": 8})
     assert f.kind == "file" and not f.trusted and f.factory == "make"
     assert f.name == str(tmp_path / "sub" / "net.py")            # recorded absolute
@@ -116,7 +123,8 @@ def test_torchvision_source_adapts_stem_and_head():
 
 
 def test_unknown_torchvision_name_suggests_close_ones():
-    with pytest.raises(McGraphError, match=r"unknown torchvision .*'resnet19'.*did you mean.*resnet18"):
+    with pytest.raises(McGraphError,
+                       match=r"unknown torchvision .*'resnet19'.*did you mean.*resnet18"):
         build_model(parse_source("torchvision:resnet19"))
     with pytest.raises(McGraphError, match="'maskrcnn_resnet50_fpn'"):   # detection: not offered
         build_model(parse_source("torchvision:maskrcnn_resnet50_fpn"))
@@ -172,7 +180,8 @@ def test_module_source(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "nets.py").write_text(NET)
     monkeypatch.syspath_prepend(str(tmp_path))
-    model, _ = build_model(parse_source("srcpkg_for_mcgraph.nets:make", {"width": 4}), num_classes=3)
+    model, _ = build_model(parse_source("srcpkg_for_mcgraph.nets:make", {"width": 4}),
+                           num_classes=3)
     assert model.stem[0].out_channels == 4 and io_channels(model) == (3, 3)
     sys.modules.pop("srcpkg_for_mcgraph.nets", None)
     sys.modules.pop("srcpkg_for_mcgraph", None)
@@ -226,7 +235,8 @@ def test_rewrite_file_source_records_and_reloads(net_file, tmp_path):
     path = mcgraph.save(gm, tmp_path / "m.pt")
     raw = torch.load(path, weights_only=True)
     assert raw["description"]["model_args"] == {"width": 8, "blocks": 3}
-    with pytest.raises(McGraphError, match=r"file source .*net.py:make.*--trust-code.*trust_code=True"):
+    with pytest.raises(McGraphError,
+                       match=r"file source .*net.py:make.*--trust-code.*trust_code=True"):
         mcgraph.load(path)
     back = mcgraph.load(path, trust_code=True)
     x = rand(2, 1, 8, 8)

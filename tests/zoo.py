@@ -49,7 +49,8 @@ class PreActGated(nn.Module):
         self.bn1 = _bn(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.se = SE(cout)
-        self.proj = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+        self.proj = (nn.Conv2d(cin, cout, 1, stride, bias=False)
+                     if stride != 1 or cin != cout else None)
 
     def forward(self, x):
         o = F.relu(self.bn0(x))
@@ -234,3 +235,41 @@ class NoResidual(nn.Module):
 
 ZOO = {"preact": make_preact, "resnet_d": make_resnet_d, "module_list": make_module_list,
        "nested": make_nested, "twice": make_twice}
+
+
+# ------------------------------------------------------------------ a planted signal
+class Scramble(nn.Module):
+    """A block whose output is the same fixed pattern whatever it reads: no class signal."""
+
+    def __init__(self, c, h, w, seed):
+        super().__init__()
+        self.register_buffer("pattern", torch.rand(1, c, h, w,
+                                                   generator=torch.Generator().manual_seed(seed)))
+
+    def forward(self, x):
+        return self.pattern.expand_as(x) + 0.0 * x
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)) + x)
+
+
+class SignalNet(nn.Module):
+    """stem -> scramble -> scramble -> conv block -> head: only the stem carries the class, so
+    the block ``b`` should read the stem (candidate ``stem_1``), not ``s0`` or ``s1``."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+        self.s0, self.s1 = Scramble(8, 16, 16, 1), Scramble(8, 16, 16, 2)
+        self.b = ConvBlock(8)
+        self.fc = nn.Linear(8 * 16, 10)
+
+    def forward(self, x):
+        x = self.b(self.s1(self.s0(self.stem(x))))
+        return self.fc(nn.functional.adaptive_avg_pool2d(x, (4, 4)).flatten(1))

@@ -58,7 +58,8 @@ def _out_of_memory(e: RuntimeError) -> str | None:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mcgraph")
 def main() -> None:
-    """Learn how the modules of a ResNet connect (MaskConnect), then compile it to a slim ONNX model.
+    """Learn how the modules of a ResNet connect (MaskConnect), then compile it to a slim ONNX
+    model.
 
     \b
     mcgraph rewrite resnet20 --in-channels 1 --input-size 28x28 --fan-in 2 -o m.pt
@@ -68,8 +69,16 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import (bench_cmd, compile_cmd, demo_cmd, eval_cmd, experiment_cmd,  # noqa: F401
-                   inspect_cmd, rewrite_cmd, train_cmd)
+    from . import (  # noqa: F401
+        bench_cmd,
+        compile_cmd,
+        demo_cmd,
+        eval_cmd,
+        experiment_cmd,
+        inspect_cmd,
+        rewrite_cmd,
+        train_cmd,
+    )
 
 
 _register()

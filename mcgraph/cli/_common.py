@@ -9,7 +9,6 @@ import click
 from ..errors import McGraphError
 from ..sources import parse_model_args
 
-
 MAX_SIDE = 16384
 
 
@@ -39,7 +38,8 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
+    rule = ["-" * w for w in widths]
+    return "\n".join([line(cells[0]), line(rule)] + [line(r) for r in cells[1:]])
 
 
 def _fmt(v: Any) -> str:

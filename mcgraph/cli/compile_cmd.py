@@ -54,8 +54,8 @@ def compile_cmd(checkpoint, out, report, no_verify, opset, precision, data, data
     d.pop("wiring")
     d["removed"] = ", ".join(d["removed"]) or "-"
     d["onnx_ops"] = ", ".join(f"{k}:{v}" for k, v in ops.items())
-    d["passes"] = ", ".join(f"{p['name']} (diff {p['max_abs_diff']:.1e})" if p["max_abs_diff"] is not None
-                            else p["name"] for p in passes)
+    d["passes"] = ", ".join(f"{p['name']} (diff {p['max_abs_diff']:.1e})"
+                            if p["max_abs_diff"] is not None else p["name"] for p in passes)
     d["quantization"] = ", ".join(f"{k} {v}" for k, v in d["quantization"].items()) or "-"
     for key in ("top1", "agreement"):
         d[key] = ", ".join(f"{k} {v:.2f}%" for k, v in d[key].items()) or "-"
@@ -78,7 +78,8 @@ def verdict(rep, verified: bool) -> list[str]:
         out.append(f"fp16: within tolerance of fp32 (max |diff| {rep.precision_max_abs_diff:.2g})")
     if rep.precision == "int8":
         diff = rep.precision_max_abs_diff
-        line = "int8 is lossy, not verified" + (f": max |diff| {diff:.2g} from fp32" if diff else "")
+        line = "int8 is lossy, not verified" + (f": max |diff| {diff:.2g} from fp32"
+                                                if diff else "")
         if "int8" in rep.top1 and "fp32" in rep.top1:
             loss = rep.top1["fp32"] - rep.top1["int8"]
             line += (f"; top-1 {rep.top1['int8']:.2f}% against fp32's {rep.top1['fp32']:.2f}% "

@@ -21,15 +21,19 @@ C = DemoConfig
 @config_option(C, "mask_lr", type=float)
 @config_option(C, "mask_constraint")
 @config_option(C, "freeze_at", type=float)
-@config_option(C, "augment", "--augment/--no-augment", help="Random crop and flip of training batches.")
+@config_option(C, "augment", "--augment/--no-augment",
+               help="Random crop and flip of training batches.")
 @config_option(C, "retrain", "--retrain/--no-retrain", help="Retrain the learned wiring from fresh "
                "weights (default; Table 1 of docs/results.md).")
-@config_option(C, "search_epochs", type=int, help="Epochs of the connectivity search (with --retrain).")
-@config_option(C, "search_samples", type=int, help="Training images the search uses (with --retrain).")
+@config_option(C, "search_epochs", type=int,
+               help="Epochs of the connectivity search (with --retrain).")
+@config_option(C, "search_samples", type=int,
+               help="Training images the search uses (with --retrain).")
 @config_option(C, "out")
 @config_option(C, "device")
 @config_option(C, "seed", type=int)
-@config_option(C, "max_train_samples", type=int, help="Training images of the final training (default: all).")
+@config_option(C, "max_train_samples", type=int,
+               help="Training images of the final training (default: all).")
 @click.option("--json", "as_json", is_flag=True)
 def demo_cmd(as_json, **options):
     """Rewrite, train connectivity, compile, export and deploy, end to end on Fashion-MNIST."""
@@ -45,14 +49,17 @@ def demo_cmd(as_json, **options):
         ["test accuracy (onnxruntime)", f"{res['test_acc_onnxruntime']:.2f}%", ""],
         ["parameters", f"{res['params_before']:,}", f"{res['params_after']:,}"],
         ["modules", res["modules_before"], res["modules_after"]],
-        ["latency batch 1 (ms)", f"{res['latency_ms_b1_original']:.3f}", f"{res['latency_ms_b1_compiled']:.3f}"],
-        ["latency batch 64 (ms)", f"{res['latency_ms_b64_original']:.2f}", f"{res['latency_ms_b64_compiled']:.2f}"],
+        ["latency batch 1 (ms)", f"{res['latency_ms_b1_original']:.3f}",
+         f"{res['latency_ms_b1_compiled']:.3f}"],
+        ["latency batch 64 (ms)", f"{res['latency_ms_b64_original']:.2f}",
+         f"{res['latency_ms_b64_compiled']:.2f}"],
         ["removed modules", ", ".join(res["removed"]) or "none", ""],
         ["time (train / total, s)", res["train_seconds"], res["total_seconds"]],
     ]
     click.echo(table(rows, ["", "original / value", "compiled"]))
     click.echo(baseline_line(res))
-    click.echo(f"onnx: {res['onnx_path']}\npng:  {res['png_path']}\ncheckpoint: {res['checkpoint']}")
+    click.echo(f"onnx: {res['onnx_path']}\npng:  {res['png_path']}\n"
+               f"checkpoint: {res['checkpoint']}")
 
 
 def baseline_line(res: dict) -> str:

@@ -12,8 +12,10 @@ from ._common import emit_json, table, trust_code_option
 @click.option("--data", default="fashion-mnist", show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("--batch-size", type=int, default=500, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--max-samples", type=int, default=None, help="Evaluate the first N test images only.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--max-samples", type=int, default=None,
+              help="Evaluate the first N test images only.")
 @trust_code_option()
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(model, data, data_dir, batch_size, device, max_samples, trust_code, as_json):

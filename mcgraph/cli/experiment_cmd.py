@@ -9,7 +9,8 @@ from ._common import table
 
 @main.command("experiment")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--out", default="runs/experiment", show_default=True, help="Root of the run directories.")
+@click.option("--out", default="runs/experiment", show_default=True,
+              help="Root of the run directories.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Run seeds 0..N-1 in every table (instead of the spec's).")
 @click.option("--table", "tables", multiple=True, metavar="TABLE",
@@ -18,14 +19,16 @@ from ._common import table
               help="Only these configs (and those they reference); repeat or separate with commas.")
 @click.option("--render", "render_to", default=None, metavar="PAGE.md",
               help="Write the results page (and PAGE/ with pictures and run files) at the end.")
-@click.option("--render-only", is_flag=True, help="Re-render from the run files under --out; train nothing.")
+@click.option("--render-only", is_flag=True,
+              help="Re-render from the run files under --out; train nothing.")
 @click.option("--dry-run", is_flag=True, help="List the runs and their state; train nothing.")
 @click.option("--remeasure-latency", is_flag=True,
               help="Time every done run's compiled model again, side by side; train nothing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def experiment_cmd(spec, out, seeds, tables, only, render_to, render_only, dry_run, remeasure_latency,
-                   no_progress):
-    """Run the grid of SPEC (JSON or TOML) resumably: finished runs are skipped, stopped ones resumed.
+def experiment_cmd(spec, out, seeds, tables, only, render_to, render_only, dry_run,
+                   remeasure_latency, no_progress):
+    """Run the grid of SPEC (JSON or TOML) resumably: finished runs are skipped, stopped ones
+    resumed.
 
     \b
     mcgraph experiment experiments/results.json --table table1 --seeds 3 --render docs/results.md

@@ -22,7 +22,8 @@ C = TrainConfig
 @config_option(C, "fan_in", "--fan-in", "-k", type=int, help="K, when MODEL is a name.")
 @config_option(C, "init", help="Initial masks (learned; default uniform).")
 @config_option(C, "connectivity", help="Learn the masks, or train a fixed rule for comparison.")
-@config_option(C, "chain_blocks", type=int, help="fixed-chain: the chain's length (a same-size control).")
+@config_option(C, "chain_blocks", type=int,
+               help="fixed-chain: the chain's length (a same-size control).")
 @config_option(C, "wiring_from", help="fixed-wiring: train this checkpoint's wiring from scratch.")
 @config_option(C, "epochs", type=int)
 @config_option(C, "batch_size", type=int)
@@ -32,16 +33,29 @@ C = TrainConfig
                "'raw' is the paper's.")
 @config_option(C, "mask_constraint", help="'simplex': rows of m~ sum to K (decisive); 'box': the "
                "paper's clip to [0, 1].")
-@config_option(C, "mask_grad_samples", type=int, help="Estimate mask gradients from this many items "
-               "of each batch (unbiased, noisier; 0: the whole batch).")
-@config_option(C, "aggregate", help="A module reads the mean or the sum of its K inputs (same for K=1).")
+@config_option(C, "mask_grad_samples", type=int, help="Estimate mask gradients from this many "
+               "items of each batch (unbiased, noisier; 0: the whole batch).")
+@config_option(C, "aggregate",
+               help="A module reads the mean or the sum of its K inputs (same for K=1).")
 @config_option(C, "weight_decay", type=float)
-@config_option(C, "augment", "--augment/--no-augment", help="Random crop and flip of training batches.")
+@config_option(C, "augment", "--augment/--no-augment",
+               help="Random crop and flip of training batches.")
 @config_option(C, "schedule")
 @config_option(C, "warmup_steps", type=int)
-@config_option(C, "freeze_at", type=float, help="Fraction of the training steps after which masks freeze.")
+@config_option(C, "freeze_at", type=float,
+               help="Fraction of the training steps after which masks freeze.")
+@config_option(C, "mask_anneal", "--mask-anneal/--no-mask-anneal", help="Sample wirings from "
+               "m~^(1/T), T falling from 1 to 0.05 at the freeze (toward the top-K).")
+@config_option(C, "mask_batches", help="Masks learn from the batch the weights step on ('same'), "
+               "or from another one in a step of their own ('other': first-order bi-level).")
+@config_option(C, "reinit_at_freeze", "--reinit-at-freeze/--no-reinit-at-freeze", help="At the "
+               "freeze, weights restart from their initial values: the learned wiring retrained.")
+@config_option(C, "why_batches", type=int, help="At the freeze, measure each mask's choice "
+               "against the network's preference (mcgraph inspect --why) on this many validation "
+               "batches; into metrics.jsonl (0: off).")
 @config_option(C, "device")
-@config_option(C, "channels_last", "--channels-last/--no-channels-last", help="Memory format (default on).")
+@config_option(C, "channels_last", "--channels-last/--no-channels-last",
+               help="Memory format (default on).")
 @config_option(C, "amp", "--amp/--no-amp", help="Mixed precision (default: on with CUDA).")
 @config_option(C, "seed", type=int)
 @click.option("--out", default=None, help="Run directory (default runs/<model>).")

@@ -1,7 +1,8 @@
 """The results page of an experiment, from the run files only (never checkpoints).
 
     render(spec, "runs/experiment", "docs/results.md")    # also writes docs/results/*.png and
-                                                           # copies the run files to docs/results/runs/
+                                                           # copies the run files to
+                                                           # docs/results/runs/
 
 The copied folder has the run root's layout, so the page re-renders from it alone:
 ``render(spec, "docs/results/runs", "docs/results.md")``. Runs not done show as missing.
@@ -19,8 +20,8 @@ from typing import Any
 
 from ..config import default
 from ..io import atomic_path, write_text_atomic
-from ..train.config import TrainConfig
 from ..rundir import CONFIG, METRICS, RESULT, read_config, read_metrics, read_result
+from ..train.config import TrainConfig
 from .spec import WHERE, Spec, TableSpec, check_dir_path, run_dir, run_name
 
 SMALL_FILES = (CONFIG, METRICS, RESULT)
@@ -64,8 +65,9 @@ def render(spec: Spec, root: str | os.PathLike, path_md: str | os.PathLike, *,
     (assets / "runs").mkdir(parents=True, exist_ok=True)
     copy_runs = (assets / "runs").resolve() != Path(root).resolve()
     lines = ["# Results", "",
-             f"Rendered by `mcgraph experiment` from the run files (`result.json`, `metrics.jsonl`, "
-             f"`config.json`), copied to [{assets.name}/runs/]({assets.name}/runs/). Test accuracy is "
+             "Rendered by `mcgraph experiment` from the run files (`result.json`, "
+             f"`metrics.jsonl`, `config.json`), copied to [{assets.name}/runs/]"
+             f"({assets.name}/runs/). Test accuracy is "
              "that of the epoch selected on validation accuracy (the last epoch when a run has no "
              "validation split); latency is onnxruntime on CPU, median per batch.", ""]
     all_runs: list[RunData] = []
@@ -188,7 +190,8 @@ def table_section(t: TableSpec, groups: list[Group], assets: Path, multi_model: 
     out = [f"## {t.title or t.name}", "", "| " + " | ".join(heads) + " |",
            "|" + "|".join("---" for _ in heads) + "|"]
     for g in groups:
-        opts = {**{k: default(TrainConfig, k) for k in ("connectivity", "fan_in")}, **t.options(g.config)}
+        opts = {**{k: default(TrainConfig, k) for k in ("connectivity", "fan_in")},
+                **t.options(g.config)}
         acc = g.values("test_acc")
         total = {r["blocks_total"] for r in g.done}
         kept = mean(g.values("blocks_kept"))
@@ -225,7 +228,8 @@ def _comparisons(t: TableSpec, groups: list[Group], multi_model: bool) -> list[s
                     f"({c['spread_kind']}; {c['n'][0]} vs {c['n'][1]} seeds) → **{c['verdict']}**")
             if c["paired"]:
                 ahead = sum(v > 0 for v in c["paired"].values())
-                line += ("; paired per seed: " + ", ".join(f"s{s} {v:+.2f}" for s, v in c["paired"].items())
+                line += ("; paired per seed: "
+                         + ", ".join(f"s{s} {v:+.2f}" for s, v in c["paired"].items())
                          + f" ({a} ahead on {ahead}/{len(c['paired'])})")
             out.append(line)
     return out + [""]
@@ -261,7 +265,8 @@ def _pictures(t: TableSpec, groups: list[Group], assets: Path, multi_model: bool
 def _per_run(t: TableSpec, groups: list[Group], assets: Path) -> list[str]:
     out = ["<details><summary>Per run</summary>", "",
            "| run | best epoch | val acc | test acc | final test acc | params test | blocks kept "
-           "| train s | at freeze: tied / close / rows | entropy at freeze | chosen changed per epoch |",
+           "| train s | at freeze: tied / close / rows | entropy at freeze "
+           "| chosen changed per epoch |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for g in groups:
         for r in g.runs:
@@ -269,12 +274,14 @@ def _per_run(t: TableSpec, groups: list[Group], assets: Path) -> list[str]:
                                        assets.parent)).as_posix()
             link = f"[{r.config}/{r.dir.name}]({rel}/)"
             if r.result is None:
-                state = f"not done ({len(r.rows)} epoch{'s' if len(r.rows) > 1 else ''})" if r.rows else "not started"
+                state = (f"not done ({len(r.rows)} epoch{'s' if len(r.rows) > 1 else ''})"
+                         if r.rows else "not started")
                 out.append(f"| {link} | {state} | | | | | | | | | |")
                 continue
             x = r.result
             out.append(f"| {link} | {x['best_epoch']} | {fmt(x.get('best_val_acc'))} | "
-                       f"{fmt(x['test_acc'])} | {fmt(x['final_test_acc'])} | {x['params_test']:,} | "
+                       f"{fmt(x['test_acc'])} | {fmt(x['final_test_acc'])} | "
+                       f"{x['params_test']:,} | "
                        f"{x['blocks_kept']}/{x['blocks_total']} | {x['train_seconds']:.0f} | "
                        + _decisiveness(r.rows) + " |")
     return out + ["", "</details>", ""]

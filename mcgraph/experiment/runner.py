@@ -4,7 +4,7 @@
     results = run_experiment("experiments/tables.json", "runs/experiment", seeds=3,
                              render_to="docs/results.md")
 
-    mcgraph experiment experiments/tables.json --out runs/experiment --seeds 3 --render docs/results.md
+    mcgraph experiment experiments/tables.json --seeds 3 --render docs/results.md
 
 Each run (table, config, model, seed) trains into ``<root>/<table>/<config>/<model>-s<seed>/``,
 then its checkpoint is compiled, exported to ONNX and timed in onnxruntime (CPU), its
@@ -19,14 +19,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import McGraphError
 from .. import rundir
-from ..rundir import (read_config, read_metrics, read_result, run_state, select_best,
-                      train_seconds, write_result)
+from ..errors import McGraphError
+from ..rundir import (
+    read_config,
+    read_metrics,
+    read_result,
+    run_state,
+    select_best,
+    train_seconds,
+    write_result,
+)
 from ..sources import same_source
 from ..train.config import TrainConfig
-from .spec import (WHERE, Run, Spec, check_dir_path, load_spec, resolve_refs, run_dir,
-                   runs)
+from .spec import WHERE, Run, Spec, check_dir_path, load_spec, resolve_refs, run_dir, runs
 
 Log = Callable[[str], None]
 
@@ -52,7 +58,8 @@ def train_config(spec: Spec, run: Run, root: str | os.PathLike, progress: bool =
     """The run's TrainConfig: recipe, then the config's keys, references resolved."""
     table = next(t for t in spec.tables if t.name == run.table)
     opts = resolve_refs(table.options(run.config),
-                        lambda other: run_dir(root, run.table, other, run.model, run.seed), run.label)
+                        lambda other: run_dir(root, run.table, other, run.model, run.seed),
+                        run.label)
     return TrainConfig(model=run.model, seed=run.seed, out=str(run.dir), progress=progress,
                        resume=resume, overwrite=not resume, **opts)   # a new run owns its dir
 
@@ -61,7 +68,8 @@ def run_experiment(spec_path: str | os.PathLike, root: str | os.PathLike, *,
                    seeds: int | None = None, only: list[str] | None = None,
                    render_to: str | None = None, progress: bool = True, log: Log = print,
                    latency_repeats: tuple[int, int] = (50, 20),
-                   keep_onnx: bool = False, tables: list[str] | None = None) -> list[dict[str, Any]]:
+                   keep_onnx: bool = False,
+                   tables: list[str] | None = None) -> list[dict[str, Any]]:
     """Train, measure and record every run of the spec not done yet; returns the results of
     the runs that are done. ``seeds=N`` runs seeds 0..N-1 in every table; ``only`` keeps those
     configs (and the ones they reference); ``tables`` those tables (the page still renders
@@ -95,7 +103,8 @@ def run_experiment(spec_path: str | os.PathLike, root: str | os.PathLike, *,
             log(f"{head}: stopped ({res.stopped}) after {res.steps} steps; not finished, the next "
                 "call resumes it")
             continue
-        result = finish_run(p.run, root, latency_repeats=latency_repeats, keep_onnx=keep_onnx, log=log)
+        result = finish_run(p.run, root, latency_repeats=latency_repeats, keep_onnx=keep_onnx,
+                            log=log)
         log(f"{head}: test {result['test_acc']:.2f}% (epoch {result['best_epoch']}), "
             f"{result['blocks_kept']}/{result['blocks_total']} blocks, "
             f"b64 {result['latency_ms_b64']:.2f} ms")
@@ -124,13 +133,15 @@ def remeasure_latency(spec_path: str | os.PathLike, root: str | os.PathLike, *,
         ck = read_checkpoint(p.run.dir / result["checkpoint"])
         try:
             m = compile_export_time(load(ck, trust_code=_trusted(p.run, ck)),
-                                    p.run.dir / "model.onnx", repeats={1: repeats[0], 64: repeats[1]})
+                                    p.run.dir / "model.onnx",
+                                    repeats={1: repeats[0], 64: repeats[1]})
         finally:
             (p.run.dir / "model.onnx").unlink(missing_ok=True)
         result["latency_ms_b1"], result["latency_ms_b64"] = m.latency_ms[1], m.latency_ms[64]
         result["latency_measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_result(p.run.dir, result)
-        log(f"{p.run.label}: b1 {result['latency_ms_b1']:.3f} ms, b64 {result['latency_ms_b64']:.2f} ms")
+        log(f"{p.run.label}: b1 {result['latency_ms_b1']:.3f} ms, "
+            f"b64 {result['latency_ms_b64']:.2f} ms")
         n += 1
     return n
 

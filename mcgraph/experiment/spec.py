@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..rundir import read_result  # noqa: F401  (re-exported)
 from ..errors import McGraphError, first_line
+from ..rundir import read_result  # noqa: F401  (re-exported)
 from ..train.config import TrainConfig
 
 WHERE = "experiment"
@@ -77,8 +77,9 @@ class Spec:
         known = [t.name for t in self.tables]
         bad = [n for n in names if n not in known]
         if bad:
-            raise McGraphError(WHERE, f"no table {', '.join(map(repr, bad))} in {self.path or 'the spec'}"
-                                      f"; it has {', '.join(known)}", "table")
+            raise McGraphError(WHERE, f"no table {', '.join(map(repr, bad))} in "
+                                      f"{self.path or 'the spec'}; it has {', '.join(known)}",
+                               "table")
         return Spec(tuple(t for t in self.tables if t.name in names), self.path)
 
 
@@ -184,15 +185,16 @@ def load_spec(path: str | os.PathLike) -> Spec:
         raise McGraphError(WHERE, f"{path} is not a text file (a spec is JSON or TOML)") from None
     try:
         if path.suffix == ".toml":
-            import tomllib                # Python 3.11+
+            import tomllib  # Python 3.11+
             obj = tomllib.loads(text)
         else:
             obj = json.loads(text)
     except ImportError:
-        raise McGraphError(WHERE, "TOML specs need Python 3.11 (tomllib); write the spec as JSON") from None
+        raise McGraphError(WHERE, "TOML specs need Python 3.11 (tomllib); write the spec as "
+                                  "JSON") from None
     except ValueError as e:
-        raise McGraphError(WHERE, f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: "
-                                  f"{first_line(e)}") from None
+        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        raise McGraphError(WHERE, f"{path} is not valid {kind}: {first_line(e)}") from None
     return parse_spec(obj, str(path))
 
 
@@ -223,7 +225,8 @@ def _table(t: Any, i: int) -> TableSpec:
                                   f"(allowed: {', '.join(sorted(_TABLE_KEYS))})")
     recipe = _mapping(t.get("recipe", {}), f"{where}: recipe")
     models = t.get("models")
-    if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models):
+    if (not isinstance(models, list) or not models
+            or not all(isinstance(m, str) and m for m in models)):
         raise McGraphError(WHERE, f"{where}: models must be a non-empty list of model names")
     seeds = t.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or \
@@ -240,7 +243,8 @@ def _table(t: Any, i: int) -> TableSpec:
         cs.append(ConfigSpec(cname, {k: v for k, v in c.items() if k != "name"}))
     compare = t.get("compare", [])
     if not isinstance(compare, list) or not all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in compare):
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+            for p in compare):
         raise McGraphError(WHERE, f"{where}: compare must be a list of [A, B] config-name pairs")
     for key in ("title", "notes"):
         if not isinstance(t.get(key, ""), str):
@@ -256,14 +260,15 @@ def _validate_table(t: TableSpec) -> None:
     where = f"table {t.name}"
     _unique([c.name for c in t.configs], f"{where}: config")
     known = set(TrainConfig.__dataclass_fields__) - set(SET_BY_RUNNER)
-    for owner, opts in [("recipe", t.recipe)] + [(f"config {c.name}", c.options) for c in t.configs]:
+    owners = [("recipe", t.recipe)] + [(f"config {c.name}", c.options) for c in t.configs]
+    for owner, opts in owners:
         for key, value in opts.items():
             if key in SET_BY_RUNNER:
                 raise McGraphError(WHERE, f"{where}, {owner}: '{key}' is set by the experiment "
                                           "(models, seeds, the run directory), not by the spec")
             if key not in known:
-                raise McGraphError(WHERE, f"{where}, {owner}: unknown key '{key}' (not a TrainConfig "
-                                          "field)")
+                raise McGraphError(WHERE, f"{where}, {owner}: unknown key '{key}' (not a "
+                                          "TrainConfig field)")
             if owner == "recipe" and isinstance(value, str) and value.startswith(REF):
                 raise McGraphError(WHERE, f"{where}, recipe: '{key}': '{REF}' references belong in "
                                           "a config")
@@ -273,8 +278,8 @@ def _validate_table(t: TableSpec) -> None:
             if other not in names[:i]:
                 later = "comes later" if other in names else "does not exist"
                 raise McGraphError(WHERE, f"{where}, config {c.name}: '{key}' refers to "
-                                          f"'{REF}{other}', which {later}; a referenced config must "
-                                          "appear earlier in the list")
+                                          f"'{REF}{other}', which {later}; a referenced config "
+                                          "must appear earlier in the list")
             ref_kind(key)
         dummy = {k: ("<checkpoint>" if ref_kind(k) == "checkpoint" else 1) for k in c.refs()}
         try:
@@ -287,7 +292,8 @@ def _validate_table(t: TableSpec) -> None:
     for a, b in t.compare:
         for x in (a, b):
             if x not in names:
-                raise McGraphError(WHERE, f"{where}: compare names '{x}', not a config of the table")
+                raise McGraphError(WHERE,
+                                   f"{where}: compare names '{x}', not a config of the table")
 
 
 def _name(v: Any, where: str) -> str:

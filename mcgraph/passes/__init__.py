@@ -10,15 +10,16 @@ from .driver import PassRecord, PipelineResult, probe_input, run_passes
 from .eliminate_dead import EliminateDead, eliminate_dead
 from .export_onnx import export_onnx
 from .find_modules import FindModules, find_modules
-from .fuse_branches import FuseBranches, fuse_branches
 from .freeze import Freeze, freeze
+from .fuse_branches import FuseBranches, fuse_branches
 from .insert_masks import InsertMasks, insert_masks
 from .lower_masks import LowerMasks, lower_masks
 from .prune_branches import PruneBranches, prune_branches
 from .split_branches import SplitBranches, split_branches
 
-__all__ = ["EXACT", "ConvAdapters", "conv_adapters", "DiscoverBlocks", "EliminateDead", "FindModules", "Freeze", "FuseBranches", "GraphPass", "InsertMasks",
+__all__ = ["EXACT", "ConvAdapters", "conv_adapters", "DiscoverBlocks", "EliminateDead",
+           "FindModules", "Freeze", "FuseBranches", "GraphPass", "InsertMasks",
            "LowerMasks", "PassRecord", "PassResult", "PipelineResult", "PruneBranches",
-           "SplitBranches", "eliminate_dead", "export_onnx", "find_modules", "freeze", "fuse_branches",
-           "insert_masks", "lower_masks", "probe_input", "prune_branches", "run_passes",
-           "split_branches"]
+           "SplitBranches", "eliminate_dead", "export_onnx", "find_modules", "freeze",
+           "fuse_branches", "insert_masks", "lower_masks", "probe_input", "prune_branches",
+           "run_passes", "split_branches"]

@@ -48,7 +48,8 @@ class GraphPass(PassBase):
                       tolerance: float | None = None) -> tuple[float, str | None]:
         """(max |after - before|, why the pass must be refused or None)."""
         if before.shape != after.shape:
-            return float("inf"), f"changed the output shape {tuple(before.shape)} -> {tuple(after.shape)}"
+            return float("inf"), (f"changed the output shape {tuple(before.shape)} -> "
+                                  f"{tuple(after.shape)}")
         diff = float((after.float() - before.float()).abs().max()) if before.numel() else 0.0
         scale = max(1.0, float(before.float().abs().max()) if before.numel() else 0.0)
         tol = self.tolerance if tolerance is None else tolerance

@@ -84,8 +84,8 @@ class ConvAdapters(GraphPass):
                 if c is None:
                     raise self.error("scales a sum of unknown channels (lower_masks records them)",
                                      node)
-                attr = self._buffer(gm, f"scale_{node.name}", torch.full((c, 1, 1, 1), float(scale)),
-                                    node)
+                attr = self._buffer(gm, f"scale_{node.name}",
+                                    torch.full((c, 1, 1, 1), float(scale)), node)
                 with gm.graph.inserting_before(node):
                     conv = gm.graph.call_function(F.conv2d, (x, attr), {"groups": c})
                 conv.meta[ROLE] = "mean_scale"

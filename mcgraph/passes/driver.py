@@ -18,8 +18,8 @@ from typing import Sequence
 import torch
 from torch import fx
 
-from ..errors import McGraphError, first_line
 from .. import graph_meta
+from ..errors import McGraphError, first_line
 from ..ir import ModuleDAG, dag_of
 from ..masks import mask_modules
 from .base import GraphPass
@@ -45,7 +45,8 @@ class PipelineResult:
 
 
 def probe_input(gm: fx.GraphModule, batch: int = 2, seed: int = 0) -> torch.Tensor | None:
-    """A seeded random batch of the shape ``gm`` was rewritten for, on its device (None: unknown)."""
+    """A seeded random batch of the shape ``gm`` was rewritten for, on its device (None:
+    unknown)."""
     shape = graph_meta.input_shape(gm) if graph_meta.has_record(gm) else None
     if shape is None:
         return None
@@ -76,7 +77,8 @@ def _check_dag(p: GraphPass, gm: fx.GraphModule) -> None:
     if not isinstance(graph_meta.dag(gm), ModuleDAG) or not mask_modules(gm):
         return
     if dag_of(gm) != ModuleDAG.from_graph_module(gm):
-        raise McGraphError(p.name, "the module DAG carried on the graph no longer matches its masks")
+        raise McGraphError(p.name,
+                           "the module DAG carried on the graph no longer matches its masks")
 
 
 def run_passes(gm: fx.GraphModule, passes: Sequence[GraphPass],

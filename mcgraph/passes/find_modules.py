@@ -23,9 +23,9 @@ from typing import Iterable
 
 from torch import fx
 
+from .. import graph_meta
 from ..branches import bottleneck_parts
 from ..errors import McGraphError
-from .. import graph_meta
 from ..ir import ModuleDAG, branch_dag, carried_dag, module_dag
 from ..tracing import describe_blocks, is_block, node_shape
 from .base import GraphPass, PassResult
@@ -142,10 +142,10 @@ class FindModules(GraphPass):
                 raise self.error("reads a constant, not a tensor", str(t))
             if i > 0 and src is not blocks[i - 1]:
                 between = _between(gm, blocks[i - 1], node)
-                raise self.error(f"reads '{src.name}', not the previous block {blocks[i - 1].target}"
-                                 f"{between}; blocks must form one chain (networks with "
-                                 "non-residual transitions between blocks are out of scope: "
-                                 "docs/design.md, Scope)", str(t))
+                raise self.error(f"reads '{src.name}', not the previous block "
+                                 f"{blocks[i - 1].target}{between}; blocks must form one chain "
+                                 "(networks with non-residual transitions between blocks are "
+                                 "out of scope: docs/design.md, Scope)", str(t))
             if i < len(blocks) - 1 and len(node.users) != 1:
                 readers = ", ".join(u.name for u in node.users)
                 raise self.error(f"output is read by {readers}; only the next block may read it "
@@ -153,7 +153,8 @@ class FindModules(GraphPass):
             for n in (src, node):
                 shape = node_shape(n)
                 if shape is None or len(shape) != 4:
-                    raise self.error(f"expects 4-D input and output, got {shape} at '{n.name}'", str(t))
+                    raise self.error(f"expects 4-D input and output, got {shape} at '{n.name}'",
+                                     str(t))
         return blocks
 
     def _none_found(self, gm: fx.GraphModule) -> str:

@@ -30,9 +30,11 @@ def check_mask_options(where: str, fan_in: int, init: str, mask_grad: str,
                        inits: tuple[str, ...] = INITS) -> None:
     """The options every mask-inserting pass validates the same way."""
     if init not in inits:
-        raise McGraphError(where, f"init '{init}' does not apply here; use one of {', '.join(inits)}", "init")
+        raise McGraphError(where, f"init '{init}' does not apply here; use one of "
+                                  f"{', '.join(inits)}", "init")
     if mask_grad not in GRADS:
-        raise McGraphError(where, f"unknown mask gradient '{mask_grad}', expected one of {GRADS}", "mask_grad")
+        raise McGraphError(where, f"unknown mask gradient '{mask_grad}', expected one of "
+                                  f"{GRADS}", "mask_grad")
     if fan_in < 1:
         raise McGraphError(where, f"fan-in K must be >= 1, got {fan_in}", "fan_in")
 
@@ -75,8 +77,9 @@ class InsertMasks(GraphPass):
                 raise self.error(f"cannot read its own original input {orig.name}", name)
             edges = [dag.graph.edges[c, name] for c in cands]
             mc = MaskConnect(name, cands, [tuple(e["stride"]) for e in edges],
-                             [_channels(nodes[c]) for c in cands], _channels(orig), fan_in=self.fan_in, init=self.init, prev=prev,
-                             seed=self.seed, index=i, grad=self.mask_grad, aggregate=self.aggregate)
+                             [_channels(nodes[c]) for c in cands], _channels(orig),
+                             fan_in=self.fan_in, init=self.init, prev=prev, seed=self.seed,
+                             index=i, grad=self.mask_grad, aggregate=self.aggregate)
             path = mask_path(name)
             gm.add_submodule(path, mc)
             with gm.graph.inserting_before(block):

@@ -18,10 +18,10 @@ from torch import fx
 from ..ir import carried_dag
 from ..masks import MaskConnect, adapt
 from .base import EXACT, GraphPass, PassResult
+from .reads import check_reads
 
 ROLE = "mcgraph_role"          # node.meta key: what a lowered op is for
 CHANNELS = "mcgraph_channels"  # node.meta key: channels of the tensor a lowered op makes
-from .reads import check_reads
 
 
 class LowerMasks(GraphPass):

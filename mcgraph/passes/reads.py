@@ -44,4 +44,5 @@ def check_reads(p: GraphPass, gm: fx.GraphModule) -> None:
     for block, found in graph_reads(gm).items():
         want = set(dag.chosen_inputs(block))
         if found != want:
-            raise p.error(f"reads {sorted(found)} in the graph but the DAG chose {sorted(want)}", block)
+            raise p.error(f"reads {sorted(found)} in the graph but the DAG chose {sorted(want)}",
+                          block)

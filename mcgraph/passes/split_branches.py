@@ -28,7 +28,8 @@ BRANCH_INITS = tuple(i for i in INITS if i != "prev")   # 'prev' has no meaning 
 class SplitBranches(GraphPass):
     name = "split_branches"
 
-    def __init__(self, fan_in: int, init: str = "full", seed: int = 0, mask_grad: str = "normalized"):
+    def __init__(self, fan_in: int, init: str = "full", seed: int = 0,
+                 mask_grad: str = "normalized"):
         check_mask_options(self.name, fan_in, init, mask_grad, BRANCH_INITS)
         self.fan_in, self.init, self.seed, self.mask_grad = int(fan_in), init, int(seed), mask_grad
 

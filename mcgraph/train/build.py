@@ -9,9 +9,9 @@ from typing import Iterable
 import torch
 from torch import fx
 
+from .. import graph_meta
 from ..api import load, rewrite
 from ..errors import McGraphError
-from .. import graph_meta
 from ..ir import carried_dag
 from ..masks import mask_modules
 from ..passes import pipelines, run_passes
@@ -64,8 +64,8 @@ def build_model(cfg: TrainConfig, spec: DataSpec) -> fx.GraphModule:
                                       f"but {spec.name} has {want}; rewrite it with in_channels="
                                       f"{want[0]}, input_size=({want[1]}, {want[2]})")
         if rw["model_kwargs"]["num_classes"] != spec.num_classes:
-            raise McGraphError(WHERE, f"{cfg.model} has {rw['model_kwargs']['num_classes']} classes, "
-                                      f"{spec.name} has {spec.num_classes}")
+            raise McGraphError(WHERE, f"{cfg.model} has {rw['model_kwargs']['num_classes']} "
+                                      f"classes, {spec.name} has {spec.num_classes}")
     else:
         kw = dict(seed=cfg.seed, num_classes=spec.num_classes, in_channels=spec.in_channels,
                   input_size=spec.input_size, mask_grad=cfg.mask_grad, aggregate=cfg.aggregate,
@@ -75,7 +75,8 @@ def build_model(cfg: TrainConfig, spec: DataSpec) -> fx.GraphModule:
             gm = rewrite(cfg.model, 1, "prev", **kw)
         elif mode == "fixed-full":
             probe = rewrite(cfg.model, 1, "full", **kw)
-            gm = rewrite(cfg.model, max(m.num_candidates for m in mask_modules(probe)), "full", **kw)
+            widest = max(m.num_candidates for m in mask_modules(probe))
+            gm = rewrite(cfg.model, widest, "full", **kw)
         else:
             init = cfg.init or ("random" if mode == "fixed-random" else "uniform")
             gm = rewrite(cfg.model, cfg.fan_in, init, **kw)
@@ -160,6 +161,7 @@ def _freeze_like(gm: fx.GraphModule, path: str, trust_code: bool = False) -> fx.
         d = donor.get(m.target)
         if d is None or d.num_candidates != m.num_candidates or d.fan_in != m.fan_in:
             raise McGraphError(WHERE, f"wiring_from: {path} has no mask for {m.target} with "
-                                      f"{m.num_candidates} candidates and K={m.fan_in}", "wiring_from")
+                                      f"{m.num_candidates} candidates and K={m.fan_in}",
+                               "wiring_from")
         m.freeze([torch.nonzero(r).flatten().tolist() for r in d.eval_binary()])
     return gm

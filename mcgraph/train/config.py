@@ -12,6 +12,7 @@ from ..masks import Aggregate, Constraint, Init, MaskGrad
 Connectivity = Literal["learned", "fixed-prev", "fixed-full", "fixed-random", "fixed-chain",
                        "fixed-wiring"]
 Schedule = Literal["cosine", "step"]
+MaskBatches = Literal["same", "other"]
 AmpDtype = Literal["auto", "bfloat16", "float16"]
 CONNECTIVITY: tuple[str, ...] = get_args(Connectivity)
 WHERE = "train"
@@ -20,7 +21,8 @@ WHERE = "train"
 @dataclass(frozen=True)
 class TrainConfig:
     model: str                          # a model source (rewritten on the fly) or a masked .pt
-    data: str = "fashion-mnist"         # fashion-mnist | cifar10 | cifar100 | imagefolder:DIR | synthetic
+    data: str = "fashion-mnist"         # fashion-mnist | cifar10 | cifar100 | imagefolder:DIR |
+                                        # synthetic
     data_dir: str | None = None
     out: str = "runs/default"
     fan_in: int = 2                     # K, for a model given by name
@@ -42,7 +44,13 @@ class TrainConfig:
     mask_grad_samples: int = 0          # mask gradients from this many items of a batch (0: all;
                                         # docs/results.md grad_samples: 32 chose worse wirings)
     aggregate: Aggregate = "mean"       # mean | sum of the K inputs (see MaskConnect)
-    freeze_at: float = 0.3              # fraction of the steps after which masks freeze (see docs/results.md)
+    freeze_at: float = 0.3              # fraction of the steps after which masks freeze (see
+                                        # docs/results.md)
+    mask_anneal: bool = False           # sample from m~^(1/T), T falling from 1 to 0.05 at the
+                                        # freeze
+    mask_batches: MaskBatches = "same"  # masks learn from the weights' batch, or from another one
+                                        # (first-order bi-level: one more forward-backward a step)
+    reinit_at_freeze: bool = False      # at the freeze, weights restart from their initial values
     label_smoothing: float = 0.0
     augment: bool = True                # random crop and flip of training batches (the data set's)
     device: DeviceName = "auto"         # auto | cpu | cuda
@@ -54,12 +62,16 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False             # start over in an out directory that holds a run
     max_steps: int | None = None        # stop (and save) after this many optimizer steps in total
-    save_every: int | None = None       # also write last.pt every this many steps (None: epoch ends)
+    save_every: int | None = None       # also write last.pt every this many steps (None: epoch
+                                        # ends)
     val_size: int | None = None         # held out from training (None: 5,000 / a tenth; 0: none)
     max_train_samples: int | None = None
     max_test_samples: int | None = None
     eval_batch_size: int = 500
-    bn_recalibration_batches: int = 20  # while masks learn, eval re-estimates BN on this many (0: off)
+    bn_recalibration_batches: int = 20  # while masks learn, eval re-estimates BN on this many
+                                        # (0: off)
+    why_batches: int = 2                # at the freeze, mcgraph.why on this many validation
+                                        # batches of 250, into metrics.jsonl (0: off)
     progress: bool = True
     model_args: ModelArgs = ()          # keyword arguments of the model source's factory
     trust_code: bool = False            # rebuild a .pt (or last.pt) naming a file/module source
@@ -70,7 +82,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "fan_in"):
             check(getattr(self, name) >= 1, WHERE, name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "mask_lr", "weight_decay", "momentum", "mask_momentum",
-                     "label_smoothing", "warmup_steps", "bn_recalibration_batches", "mask_grad_samples"):
+                     "label_smoothing", "warmup_steps", "bn_recalibration_batches",
+                     "mask_grad_samples",
+                     "why_batches"):
             check(getattr(self, name) >= 0, WHERE, name, f"must be >= 0, got {getattr(self, name)}")
         check(self.val_size is None or self.val_size >= 0, WHERE, "val_size",
               f"must be >= 0, got {self.val_size}")

@@ -151,7 +151,8 @@ def _load_fashion_mnist(data_dir: str | None) -> Data:
             raise McGraphError("data", f"fashion-mnist: {img_path} holds {images.shape} images, "
                                        f"{lbl_path} {len(labels)} labels; expected N x 28 x 28, N")
         if labels.size and labels.max() >= 10:
-            raise McGraphError("data", f"fashion-mnist: {lbl_path} is corrupt (label {labels.max()})")
+            raise McGraphError("data",
+                               f"fashion-mnist: {lbl_path} is corrupt (label {labels.max()})")
         splits[split] = TensorImageDataset(torch.from_numpy(images).unsqueeze(1),
                                            torch.from_numpy(labels).long())
     spec = DataSpec("fashion-mnist", 10, 1, (28, 28), (0.2860,), (0.3530,),
@@ -210,7 +211,8 @@ def _load_cifar(name: str, data_dir: str | None) -> Data:
     d = base / folder if (base / folder).is_dir() else base   # parent or the folder itself
     if not (d / test_files[0]).is_file():
         raise McGraphError("data", f"{name}: {folder}/{test_files[0]} not found in {base}; "
-                                   f"pass data_dir pointing at a directory containing {folder}", "data_dir")
+                                   f"pass data_dir pointing at a directory containing {folder}",
+                           "data_dir")
     splits = {}
     for split, files in (("train", train_files), ("test", test_files)):
         parts = [_read_cifar_batch(d / f, key) for f in files]
@@ -337,7 +339,8 @@ class Loader:
         n = len(self.dataset) if max_samples is None else min(len(self.dataset), max_samples)
         if n == 0:
             raise McGraphError("data", f"{data.spec.name} {split} split is empty")
-        self.num_total, self.batch_size, self.shuffle, self.augment = n, batch_size, shuffle, augment
+        self.num_total, self.batch_size = n, batch_size
+        self.shuffle, self.augment = shuffle, augment
         self.seed, self.epoch, self.drop_last = seed, epoch, drop_last
         self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
         # every rank must see the same number of batches or collectives deadlock: truncate

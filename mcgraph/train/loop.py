@@ -25,28 +25,35 @@ import torch
 from torch import fx, nn
 from tqdm import tqdm
 
+from .. import graph_meta, rundir
 from ..api import load
 from ..device import machine_info, resolve_device
 from ..errors import Interrupted, McGraphError
-from .. import graph_meta, rundir
 from ..io import remove_stale_temps
-from ..masks import freeze_masks, mask_modules, set_grad_samples
+from ..masks import freeze_masks, mask_modules, set_grad_samples, set_temperature
 from . import distributed as D
-from .build import (apply_connectivity, build_model, checkpoint_options, is_checkpoint,
-                    training_view)
+from .build import apply_connectivity, build_model, checkpoint_options, is_checkpoint, training_view
 from .config import TrainConfig
 from .data import Data, load_data, make_loader
-from .split import split_validation
-from .metrics import (chosen_changed, chosen_sets, evaluate, freeze_margins, mask_entropy,
-                      recalibrate_bn, summarize)
+from .metrics import (
+    chosen_changed,
+    chosen_sets,
+    evaluate,
+    freeze_margins,
+    mask_entropy,
+    recalibrate_bn,
+    summarize,
+)
 from .optim import GROUPS, make_schedule, set_base_lrs
 from .resume import Changes, describe_changes, merge_pending, record_changes, resume_config
 from .signals import StopFlag
+from .split import split_validation
 from .state import position, save_training, set_rng_state
 from .step import Stepper
 
 __all__ = ["Interrupted", "StopFlag", "TrainResult", "Trainer", "resume_config", "train"]
 WHERE = "train"
+ANNEAL_FLOOR = 0.05          # mask_anneal's last temperature before the freeze
 
 
 @dataclass
@@ -96,13 +103,15 @@ class Trainer:
         if self.data.val is None:
             self.data = split_validation(self.data, cfg.val_size)
         self.channels_last = True if cfg.channels_last is None else cfg.channels_last
-        self.model = set_grad_samples(self._model(model, ckpt), cfg.mask_grad_samples or None).to(
-            device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+        self.model = set_grad_samples(self._model(model, ckpt),
+                                      cfg.mask_grad_samples or None).to(device, memory_format=fmt)
         self.stepper = Stepper(self.model, cfg, device, dist.world_size, self.channels_last)
         self.opt, self.scaler, self.amp = self.stepper.opt, self.stepper.scaler, self.stepper.amp
         self.steps_per_epoch = len(self._loader("train", 0))
         if self.steps_per_epoch == 0:
-            raise McGraphError(WHERE, f"batch size {cfg.batch_size} is larger than the training set",
+            raise McGraphError(WHERE,
+                               f"batch size {cfg.batch_size} is larger than the training set",
                                "batch_size")
         self.sched = make_schedule(self.opt, cfg, cfg.epochs * self.steps_per_epoch)
         self.freeze_step = round(cfg.freeze_at * cfg.epochs * self.steps_per_epoch)
@@ -136,6 +145,10 @@ class Trainer:
         elif dist.main:
             self._write_config()
         self.learning = any(not m.is_frozen for m in mask_modules(self.model))
+        self.init_weights = None                 # reinit_at_freeze: the weights at step 0
+        if cfg.reinit_at_freeze and self.learning:
+            saved = ckpt["train"].get("init_weights") if ckpt else None
+            self.init_weights = saved if saved is not None else weights_of(self.model)
         self.stepper.set_net(D.wrap(self.model if self.learning else training_view(self.model),
                                     dist, device))
 
@@ -160,12 +173,14 @@ class Trainer:
     def _loader(self, split: str, epoch: int):
         cfg, d, train = self.cfg, self.dist, split == "train"
         return make_loader(self.data, split, cfg.batch_size if train else cfg.eval_batch_size,
-                           shuffle=train, augment=train and cfg.augment, drop_last=train, epoch=epoch,
+                           shuffle=train, augment=train and cfg.augment, drop_last=train,
+                           epoch=epoch,
                            max_samples=cfg.max_train_samples if train else cfg.max_test_samples,
                            seed=cfg.seed, rank=d.rank, world_size=d.world_size, device=self.device)
 
     def _write_config(self) -> None:
-        info = {**self.cfg.to_dict(), "device": str(self.device), "world_size": self.dist.world_size,
+        info = {**self.cfg.to_dict(), "device": str(self.device),
+                "world_size": self.dist.world_size,
                 "steps_per_epoch": self.steps_per_epoch, "freeze_step": self.freeze_step,
                 "channels_last": self.channels_last, "amp": self.amp,
                 "amp_dtype": str(self.stepper.dtype).removeprefix("torch.") if self.amp else None,
@@ -229,20 +244,24 @@ class Trainer:
         """The rest of the current epoch; returns [loss sum, correct, seen] and its seconds
         (a resumed epoch includes what it had done before the stop)."""
         loader = self._loader("train", self.epoch)
+        masks = self._mask_batches(self.epoch)
         self.net.train()
         sums, t0 = self.partial[:3], time.perf_counter() - self.partial[3]
         self.partial = [0.0, 0.0, 0.0, 0.0]
         bar = self._bar(len(loader))
         b = self.batch0
-        for b, (x, y) in enumerate(itertools.islice(iter(loader), self.batch0, None), start=self.batch0):
+        batches = itertools.islice(iter(loader), self.batch0, None)
+        for b, (x, y) in enumerate(batches, start=self.batch0):
             self.maybe_freeze()
-            loss, logits, stopping = self.train_step(x, y, stop.set)
+            mb = next(masks) if masks is not None else None
+            loss, logits, stopping = self.train_step(x, y, stop.set, mb if self.learning else None)
             self.last_loss = float(loss)
-            sums = [sums[0] + self.last_loss * y.numel(), sums[1] + float((logits.argmax(1) == y).sum()),
-                    sums[2] + y.numel()]
+            correct = float((logits.argmax(1) == y).sum())
+            sums = [sums[0] + self.last_loss * y.numel(), sums[1] + correct, sums[2] + y.numel()]
             bar.update(1)
+            rate = sums[2] * self.dist.world_size / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{100 * sums[1] / sums[2]:.1f}",
-                            img_s=f"{sums[2] * self.dist.world_size / (time.perf_counter() - t0):.0f}",
+                            img_s=f"{rate:.0f}",
                             refresh=False)          # a forced refresh would ignore mininterval
             if stopping:
                 bar.close()
@@ -251,7 +270,8 @@ class Trainer:
                 raise Interrupted(WHERE, f"interrupted by {why} at epoch {self.epoch + 1}, step "
                                          f"{self.step}; state saved to {self.out / 'last.pt'}; "
                                          "continue with resume=True", "resume")
-            if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps and b + 1 < len(loader):
+            if (self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+                    and b + 1 < len(loader)):
                 self.stopped = "max_steps"
                 self.save("last.pt", self.epoch, b + 1, self._partial(sums, t0))
                 break
@@ -270,13 +290,55 @@ class Trainer:
             self.check_finite()            # lowering a diverged network fails less clearly
             self.stepper.sync_host()
             self.freeze_stats = {"step": self.step, "mask_entropy": mask_entropy(self.model),
-                                 **freeze_margins(self.model)}
+                                 **freeze_margins(self.model), **self.why_at_freeze()}
             freeze_masks(self.model)
+            set_temperature(self.model, 1.0)
             self.learning = False
+            if self.init_weights is not None:          # the learned wiring, retrained
+                self.restart_weights()
             self.stepper.set_net(D.wrap(training_view(self.model), self.dist, self.device))
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, stop_asked: bool):
+    def restart_weights(self) -> None:
+        """``reinit_at_freeze``: the weights (and BatchNorm statistics) back to their values at
+        step 0 and the optimizer's momentum cleared; the masks keep their frozen choice."""
+        self.model.load_state_dict(self.init_weights, strict=False)
+        self.opt.state.clear()
+        self.init_weights = None
+
+    def why_at_freeze(self) -> dict[str, Any]:
+        """What the masks chose against what the network prefers, at the moment they freeze
+        (mcgraph.why): the summary and, per live row, the choice, the best alternative and the
+        margin. Rank 0 only; nothing without a validation split or with why_batches 0."""
+        if not (self.cfg.why_batches and self.dist.main and self.data.val is not None):
+            return {}
+        from ..why import why
+        r = why(self.model, self.data, batches=self.cfg.why_batches, device=self.device)
+        rows = [{"mask": w.mask, "row": w.row, "slot": w.slot, "chosen": w.chosen,
+                 "best_other": w.candidates[1 + min(range(len(w.loss) - 1),
+                                                    key=lambda i: w.loss[i + 1])],
+                 "margin": round(w.margin, 5),
+                 "spearman": None if w.spearman is None else round(w.spearman, 4)}
+                for w in r.rows]
+        return {"why": {**r.summary(), "per_row": rows}}
+
+    def _mask_batches(self, epoch: int):
+        """``mask_batches='other'``: the batches the masks learn from, batch b of an epoch drawn
+        from another shuffle of the training images (so a resumed run draws the same); None
+        otherwise, or once the masks no longer learn."""
+        if self.cfg.mask_batches != "other" or not self.learning:
+            return None
+        cfg, d = self.cfg, self.dist
+        it = iter(make_loader(self.data, "train", cfg.batch_size, shuffle=True, augment=cfg.augment,
+                              drop_last=True, epoch=epoch, seed=cfg.seed + 7919,
+                              max_samples=cfg.max_train_samples, rank=d.rank,
+                              world_size=d.world_size, device=self.device))
+        return itertools.chain(itertools.islice(it, self.batch0, None), itertools.repeat(None))
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, stop_asked: bool,
+                   mask_batch: tuple[torch.Tensor, torch.Tensor] | None = None):
         """One optimizer step; returns (loss, logits, whether every rank agreed to stop)."""
+        if self.learning and self.cfg.mask_anneal:   # toward the top-K as the freeze nears
+            set_temperature(self.model, max(ANNEAL_FLOOR, 1.0 - self.step / max(1, self.freeze_step)))
         def check(loss: torch.Tensor) -> bool:
             asked = stop_asked or bool(self.stop and self.stop.set)     # a signal in this step
             bad, stopping = agree(self.dist, self.device, not bool(torch.isfinite(loss)), asked)
@@ -284,7 +346,7 @@ class Trainer:
                 raise self.diverged(f"loss is not finite ({float(loss.detach())}) at epoch "
                                     f"{self.epoch + 1}, step {self.step + 1}")
             return stopping
-        loss, logits, stopping = self.stepper.step(x, y, check)
+        loss, logits, stopping = self.stepper.step(x, y, check, mask_batch)
         self.sched.step()
         self.step += 1
         return loss, logits, stopping
@@ -296,8 +358,9 @@ class Trainer:
         net, n = self.net, self.cfg.bn_recalibration_batches
         dtype = self.stepper.dtype
         if self.learning and n:
-            calib = make_loader(self.data, "train", self.cfg.batch_size, shuffle=True, augment=False,
-                                seed=self.cfg.seed, device=self.device)    # the same on every rank
+            calib = make_loader(self.data, "train", self.cfg.batch_size, shuffle=True,
+                                augment=False, seed=self.cfg.seed,
+                                device=self.device)    # the same on every rank
             net = recalibrate_bn(self.model, itertools.islice(iter(calib), n), self.amp,
                                  self.channels_last, dtype)
         out = {}
@@ -375,20 +438,30 @@ class Trainer:
         self.check_finite()
         self.stepper.sync_host()
         if self.dist.main:
-            save_training(self.out / name, self.model, self.opt, self.sched, self.scaler, epoch=epoch,
-                          batch=batch, step=self.step, best_acc=self.best, config=self.cfg.to_dict(),
+            save_training(self.out / name, self.model, self.opt, self.sched, self.scaler,
+                          epoch=epoch, batch=batch, step=self.step, best_acc=self.best,
+                          config=self.cfg.to_dict(),
                           epoch_partial=partial or [0.0, 0.0, 0.0, 0.0],
                           epoch_chosen=self.epoch_chosen if partial else None,
                           best_val_acc=self.best_val, best_epoch=self.best_epoch,
                           freeze_stats=self.freeze_stats, overrides=self.pending,
-                          data_spec=dataclasses.asdict(self.data.spec))   # the ONNX contract
+                          data_spec=dataclasses.asdict(self.data.spec),   # the ONNX contract
+                          init_weights=self.init_weights)
         if name == "last.pt":
             self.good = f"{self.out / name} ({position(epoch, batch, self.step)})"
 
     def _bar(self, total: int) -> tqdm:
-        return tqdm(total=total, initial=self.batch0, disable=not (self.cfg.progress and self.dist.main),
+        return tqdm(total=total, initial=self.batch0,
+                    disable=not (self.cfg.progress and self.dist.main),
                     desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", leave=False,
                     dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
+
+
+def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s state without its masks' entries (their values, draw counters)."""
+    from ..masks import KHotMask
+    skip = tuple(f"{p}." for p, m in model.named_modules() if isinstance(m, KHotMask))
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(skip)}
 
 
 def check_out_dir(out: Path, cfg: TrainConfig, main: bool) -> None:

@@ -55,7 +55,8 @@ class Stepper:
                  world_size: int = 1, channels_last: bool = True):
         self.model, self.cfg, self.device = model, cfg, device
         self.channels_last = channels_last
-        self.amp = (device.type == "cuda") if cfg.amp is None else (cfg.amp and device.type == "cuda")
+        on_cuda = device.type == "cuda"
+        self.amp = on_cuda if cfg.amp is None else (cfg.amp and on_cuda)
         self.dtype = amp_dtype(cfg, device)
         scaled = self.amp and self.dtype == torch.float16
         self.graphs = self._want_graphs(cfg, device, world_size, scaled)
@@ -65,9 +66,16 @@ class Stepper:
         self.on_device = self.graphs         # learning masks draw and read on the device
         self._graph: _Graph | None = None
         self._eager_steps = 0
+        self._pending_weights_only = False
 
     @staticmethod
     def _want_graphs(cfg: TrainConfig, device: torch.device, world_size: int, scaled: bool) -> bool:
+        if cfg.cuda_graph and cfg.mask_batches != "same":
+            raise McGraphError("train", "cuda_graph captures one forward-backward a step; "
+                                        "mask_batches 'other' takes two (step eagerly)",
+                               ("cuda_graph", "mask_batches"))
+        if cfg.mask_batches != "same":
+            return False
         if cfg.cuda_graph is False or device.type != "cuda" or world_size > 1:
             if cfg.cuda_graph and device.type != "cuda":
                 raise McGraphError("train", "cuda_graph needs device 'cuda'", "cuda_graph")
@@ -104,11 +112,16 @@ class Stepper:
                 g["fused"], g["foreach"] = True, None
 
     # ---------------------------------------------------------------- the step
-    def step(self, x: torch.Tensor, y: torch.Tensor, check: Check | None = None):
+    def step(self, x: torch.Tensor, y: torch.Tensor, check: Check | None = None,
+             mask_batch: tuple[torch.Tensor, torch.Tensor] | None = None):
         """One step; returns (loss, logits, stop). ``check(loss)`` runs before the update in
-        eager steps and after it in replayed ones (it may raise to abort the run)."""
+        eager steps and after it in replayed ones (it may raise to abort the run).
+        ``mask_batch``: the masks learn from this batch, in a step of their own before the
+        weights' (``mask_batches='other'``); the weights' step then leaves the masks alone."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if mask_batch is not None:
+            self._mask_step(*mask_batch)
         if self.graphs and self._graph is None and self._eager_steps >= WARMUP:
             self._graph = self._capture(x, y)
         if self._graph is not None:
@@ -126,9 +139,20 @@ class Stepper:
             loss = nn.functional.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
         return loss, logits
 
-    def _update(self, loss: torch.Tensor) -> None:
+    def _update(self, loss: torch.Tensor, only: str | None = None) -> None:
+        """Backward and step; ``only`` 'masks' or 'weights' drops the other group's gradients
+        (a step of one group: SGD skips parameters without one). After a mask step, the next
+        update is the weights' alone."""
+        if only is None and self._pending_weights_only:
+            only, self._pending_weights_only = "weights", False
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if only is not None:
+            drop = "weights" if only == "masks" else "masks"
+            for g in self.opt.param_groups:
+                if g.get("name") == drop:
+                    for p in g["params"]:
+                        p.grad = None
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.opt)
             renormalize_mask_grads_(self.model)
@@ -136,13 +160,21 @@ class Stepper:
         self.scaler.update()
         constrain_masks_(self.model, self.cfg.mask_constraint)
 
-    def _eager(self, x: torch.Tensor, y: torch.Tensor, check: Check | None):
+    def _eager(self, x: torch.Tensor, y: torch.Tensor, check: Check | None,
+               only: str | None = None):
         if not self.on_device and any(m.learning for m in mask_modules(self.model)):
             sync_masks_to_host(self.model)            # one device read for all masks' m~
         loss, logits = self._forward(x, y)
         stop = bool(check and check(loss))
-        self._update(loss)
+        self._update(loss, only)
         return loss.detach(), logits.detach(), stop
+
+    def _mask_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """The masks' own step on ``x`` (first-order bi-level): weights get no update."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        self._eager(x, y, None, only="masks")
+        self._pending_weights_only = True
 
     def _side_stream_step(self, x: torch.Tensor, y: torch.Tensor, check: Check | None):
         """An eager step of graph mode: on a side stream, as capture wants its warm-up."""

@@ -10,10 +10,21 @@ import sys
 import onnx
 import pytest
 import torch
-from helpers import (RESNET20_BLOCKS as BLOCKS, adapter_convs, assert_one_line_error,
-                     assert_same_outputs, mask_values, model_convs, ort_logits, rand,
-                     resnet20_candidates, resnet20_chosen, resnet20_dead_blocks, run_cli,
-                     run_cli_ok)
+from helpers import RESNET20_BLOCKS as BLOCKS
+from helpers import (
+    adapter_convs,
+    assert_one_line_error,
+    assert_same_outputs,
+    mask_values,
+    model_convs,
+    ort_logits,
+    rand,
+    resnet20_candidates,
+    resnet20_chosen,
+    resnet20_dead_blocks,
+    run_cli,
+    run_cli_ok,
+)
 
 import mcgraph
 
@@ -33,7 +44,8 @@ def block_params(model, names):
 
 
 def block_convs(model, names):
-    return sum(isinstance(m, torch.nn.Conv2d) for n in names for m in model.get_submodule(n).modules())
+    return sum(isinstance(m, torch.nn.Conv2d)
+               for n in names for m in model.get_submodule(n).modules())
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +159,8 @@ def test_inspect(masked_pt, expected):
 @pytest.mark.parametrize("args,reason", [
     (["rewrite", "resnet21", "--fan-in", "1", "-o", "x.pt"], "unknown model 'resnet21'"),
     (["rewrite", "resnet20", "--fan-in", "0", "-o", "x.pt"], ("fan", "must be >= 1", "got 0")),
-    (["rewrite", "resnet20", "--fan-in", "12", "-o", "x.pt"], ("K=12", "larger than the candidates")),
+    (["rewrite", "resnet20", "--fan-in", "12", "-o", "x.pt"],
+     ("K=12", "larger than the candidates")),
     (["rewrite", "resnet20", "--fan-in", "1", "--modules", "NoSuchBlock", "-o", "x.pt"],
      ("no residual blocks found", "NoSuchBlock")),
     (["rewrite", "resnet20", "--fan-in", "1", "-o", "missing/x.pt"],
@@ -195,7 +208,8 @@ def test_bench_prints_latency_side_by_side(masked_pt, expected, tmp_path):
     r = run_cli_ok("bench", tmp_path / "m.onnx", tmp_path / "orig.onnx", "--batch-sizes", "1,2",
                    "--repeats", "3", "--json")
     slim, full = json.loads(r.stdout)
-    assert slim["model"] == str(tmp_path / "m.onnx") and full["model"] == str(tmp_path / "orig.onnx")
+    assert slim["model"] == str(tmp_path / "m.onnx")
+    assert full["model"] == str(tmp_path / "orig.onnx")
     assert slim["conv_nodes"] == onnx_ops(tmp_path / "m.onnx")["Conv"]
     assert full["conv_nodes"] == onnx_ops(tmp_path / "orig.onnx")["Conv"] == 19
     adapters, scales = adapter_convs(tmp_path / "m.onnx")       # conv_adapters' 1x1 convs
@@ -203,7 +217,8 @@ def test_bench_prints_latency_side_by_side(masked_pt, expected, tmp_path):
                                                                                expected["dead"])
     assert 0 < slim["params"] < full["params"]              # the removed blocks' weights are gone
     for res in (slim, full):
-        assert set(res["latency_ms"]) == {"1", "2"} and all(v > 0 for v in res["latency_ms"].values())
+        assert set(res["latency_ms"]) == {"1", "2"}
+        assert all(v > 0 for v in res["latency_ms"].values())
 
 
 def test_bench_baseline_ratios_agree_with_its_own_timings(masked_pt, tmp_path):

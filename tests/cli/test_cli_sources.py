@@ -6,8 +6,16 @@ import textwrap
 
 import pytest
 import torch
-from helpers import (assert_one_line_error, assert_same_outputs, eval_outputs, ort_logits, rand,
-                     run_cli, run_cli_json, run_cli_ok)
+from helpers import (
+    assert_one_line_error,
+    assert_same_outputs,
+    eval_outputs,
+    ort_logits,
+    rand,
+    run_cli,
+    run_cli_json,
+    run_cli_ok,
+)
 
 import mcgraph
 
@@ -29,7 +37,8 @@ NET = textwrap.dedent('''
 
 
 def assert_needs_trust(r, source):
-    """Exit 2 through the CLI's error handling, one line on stderr naming the source and the flag."""
+    """Exit 2 through the CLI's error handling, one line on stderr naming the source and the
+    flag."""
     assert_one_line_error(r, "--trust-code", source)
 
 

@@ -5,9 +5,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import (assert_one_line_error, assert_same_outputs, metrics_rows, model_convs,
-                     ort_logits, rand, resnet20_chosen, resnet20_dead_blocks, run_cli, run_cli_json,
-                     run_cli_ok)
+from helpers import (
+    assert_one_line_error,
+    assert_same_outputs,
+    metrics_rows,
+    model_convs,
+    ort_logits,
+    rand,
+    resnet20_chosen,
+    resnet20_dead_blocks,
+    run_cli,
+    run_cli_json,
+    run_cli_ok,
+)
 
 import mcgraph
 
@@ -122,7 +132,8 @@ def test_demo_end_to_end_on_synthetic(tmp_path):
     assert res["params_before"] == mcgraph.count_params(ckpt)
     assert res["params_after"] == res["params_before"] - block_params
     assert (res["params_after"] < res["params_before"]) == bool(removed)
-    convs = sum(isinstance(m, torch.nn.Conv2d) for b in removed for m in ckpt.get_submodule(b).modules())
+    convs = sum(isinstance(m, torch.nn.Conv2d)
+                for b in removed for m in ckpt.get_submodule(b).modules())
     assert model_convs(d / "model.onnx") == 19 - convs and model_convs(d / "original.onnx") == 19
     x = rand(4, 1, 16, 16, seed=5)
     with torch.no_grad():
@@ -148,7 +159,7 @@ def test_bad_training_input(tmp_path, monkeypatch, args, reason):
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("metrics.jsonl"))
 
 
-# ------------------------------------------------------------------ SIGTERM, --save-every, resume overrides
+# ------------------------------------------------------- SIGTERM, --save-every, resume overrides
 SMALL = ("train", "resnet20", "--data", "synthetic", "--epochs", "2", "--batch-size", "64",
          "--val-size", "0", "--max-train-samples", "256", "--no-progress")   # 4 steps per epoch
 
@@ -175,7 +186,8 @@ def test_sigterm_exits_like_ctrl_c(tmp_path, monkeypatch):
         signal.signal(signal.SIGTERM, signal._mcgraph_test_old)
     assert r.exit_code == 130, (r.exit_code, r.output, r.exception)
     [line] = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert line.startswith("error: train: interrupted by SIGTERM at epoch 1, step 3") and "--resume" in line
+    assert line.startswith("error: train: interrupted by SIGTERM at epoch 1, step 3")
+    assert "--resume" in line
     assert _ckpt(tmp_path / "run/last.pt")["train"]["step"] == 3
 
 

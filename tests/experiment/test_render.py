@@ -35,7 +35,8 @@ def _write_run(root, config, seed, val, test, done=True):
     (d / "result.json").write_text(json.dumps({
         "table": "t1", "config": config, "model": "resnet20", "seed": seed, "status": "done",
         "best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "test_acc": best["test_acc"],
-        "final_test_acc": rows[-1]["test_acc"], "params_train": 270_000 if config == "learned" else 269_434,
+        "final_test_acc": rows[-1]["test_acc"],
+        "params_train": 270_000 if config == "learned" else 269_434,
         "params_test": 100_000 + 10_000 * seed if config == "learned" else 269_434,
         "blocks_total": 9, "blocks_kept": kept, "latency_ms_b1": 0.2 + seed / 10,
         "latency_ms_b64": 8.0 + seed, "train_seconds": 10.0 * len(rows), "epochs": len(rows),
@@ -57,8 +58,8 @@ def page(tmp_path):
 def _rows(md):
     lines = [ln for ln in md.read_text().splitlines() if ln.startswith("|")]
     heads = [c.strip() for c in lines[0].strip("|").split("|")]
-    return {r[0]: dict(zip(heads, r)) for r in
-            ([c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]) if len(r) == len(heads)}
+    cells = ([c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:])
+    return {r[0]: dict(zip(heads, r)) for r in cells if len(r) == len(heads)}
 
 
 def _test_accs(config, seeds):
@@ -78,14 +79,16 @@ def test_table_numbers(page):
     r = rows["learned"]
     assert r["connectivity"] == "learned" and r["K"] == "1" and r["seeds done"] == "3/3"
     assert r["test acc, best seed"] == "89.00"
-    assert r["test acc, mean ± std"] == f"{statistics.fmean(learned):.2f} ± {statistics.stdev(learned):.2f}"
+    assert r["test acc, mean ± std"] == (f"{statistics.fmean(learned):.2f} ± "
+                                        f"{statistics.stdev(learned):.2f}")
     assert r["val acc, mean"] == f"{statistics.fmean([85, 86, 90]):.2f}"
     assert r["params, train"] == "270,000" and r["params, test"] == "110,000"
     assert r["blocks kept"] == "6.0/9"
     assert r["ORT b1 ms"] == "0.300" and r["ORT b64 ms"] == "9.00"
     p = rows["prev"]
     assert p["seeds done"] == "2/3"             # the stopped seed counts as missing
-    assert p["test acc, mean ± std"] == f"{statistics.fmean(prev):.2f} ± {statistics.stdev(prev):.2f}"
+    assert p["test acc, mean ± std"] == (f"{statistics.fmean(prev):.2f} ± "
+                                        f"{statistics.stdev(prev):.2f}")
     assert p["params, test"] == "269,434" and p["blocks kept"] == "9.0/9"
 
 
@@ -107,7 +110,8 @@ def test_compare_rules():
     c = compare(group("a", [80.0, 81.0, 82.0]), group("b", [79.0, 80.0, 81.5]))
     assert c["spread_kind"] == "larger sample std" and c["verdict"] == "within seed spread"
     assert c["paired"] == {0: 1.0, 1: 1.0, 2: 0.5}
-    assert compare(group("a", [70.0, 71.0, 72.0]), group("b", [80.0, 80.5, 81.0]))["verdict"] == "b better"
+    c = compare(group("a", [70.0, 71.0, 72.0]), group("b", [80.0, 80.5, 81.0]))
+    assert c["verdict"] == "b better"
     assert compare(group("a", [1.0]), group("b", [])) is None
     one = compare(group("a", [80.0]), group("b", [79.0]))
     assert one["spread"] == 0.0 and "no spread measured" in one["spread_kind"]

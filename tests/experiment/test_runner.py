@@ -7,7 +7,14 @@ from helpers import assert_one_line_error, run_cli, run_cli_ok
 
 import mcgraph.train.loop as loop
 from mcgraph import McGraphError
-from mcgraph.experiment import load_spec, parse_spec, plan, resolve_refs, run_experiment, select_best
+from mcgraph.experiment import (
+    load_spec,
+    parse_spec,
+    plan,
+    resolve_refs,
+    run_experiment,
+    select_best,
+)
 from mcgraph.experiment.runner import read_metrics
 
 # tiny: 256 synthetic 16x16 images, 4 steps per epoch, cheap evaluation
@@ -120,7 +127,8 @@ def test_dry_run_lists_the_runs(grid, tmp_path):
     assert re.search(r"done\s+t1/learned-k1/resnet20-s0", res.output)
     res = run_cli_ok("experiment", spec, "--out", tmp_path, "--dry-run", "--seeds", "2",
                      "--only", "learned-k1")
-    assert re.search(r"new\s+t1/learned-k1/resnet20-s1", res.output) and "fixed-prev" not in res.output
+    assert re.search(r"new\s+t1/learned-k1/resnet20-s1", res.output)
+    assert "fixed-prev" not in res.output
     assert "2 runs: 0 done, 0 resume, 2 new" in res.output
 
 
@@ -159,11 +167,15 @@ def test_resolve_refs(tmp_path):
 
 
 def test_only_keeps_referenced_configs(tmp_path):
-    spec = parse_spec({"tables": [{"name": "t", "models": ["resnet20"], "seeds": [0, 1], "configs": [
+    configs = [
         {"name": "prev", "connectivity": "fixed-prev"},
         {"name": "learned", "connectivity": "learned", "fan_in": 1},
-        {"name": "chain", "connectivity": "fixed-chain", "fan_in": 1, "chain_blocks": "run:learned"},
-        {"name": "wired", "connectivity": "fixed-wiring", "fan_in": 1, "wiring_from": "run:learned"}]}]})
+        {"name": "chain", "connectivity": "fixed-chain", "fan_in": 1,
+         "chain_blocks": "run:learned"},
+        {"name": "wired", "connectivity": "fixed-wiring", "fan_in": 1,
+         "wiring_from": "run:learned"}]
+    spec = parse_spec({"tables": [{"name": "t", "models": ["resnet20"], "seeds": [0, 1],
+                                   "configs": configs}]})
     labels = [p.run.label for p in plan(spec, tmp_path, only=["chain"])]
     assert labels == ["t/learned/resnet20-s0", "t/learned/resnet20-s1", "t/chain/resnet20-s0",
                       "t/chain/resnet20-s1"]
@@ -231,6 +243,7 @@ def test_select_best_uses_validation_never_test():
 
 def test_remeasure_latency_updates_only_the_latencies(grid, tmp_path):
     import shutil
+
     from mcgraph.experiment.runner import remeasure_latency
     src, spec, results, _ = grid
     shutil.copytree(src / "runs", tmp_path / "runs")
@@ -238,7 +251,8 @@ def test_remeasure_latency_updates_only_the_latencies(grid, tmp_path):
     assert remeasure_latency(spec, tmp_path / "runs", repeats=(2, 2), log=lambda s: None) == 2
     for run, old in before.items():
         new = json.loads((tmp_path / "runs" / run / "result.json").read_text())
-        assert new["latency_ms_b1"] > 0 and new["latency_ms_b64"] > 0 and "latency_measured_at" in new
+        assert new["latency_ms_b1"] > 0 and new["latency_ms_b64"] > 0
+        assert "latency_measured_at" in new
         assert not (tmp_path / "runs" / run / "model.onnx").exists()
         same = {k for k in old if not k.startswith("latency")}
         assert {k: new[k] for k in same} == {k: old[k] for k in same}

@@ -2,14 +2,13 @@
 K=1 'prev' equals the original; a random K=2 compile exports ONNX equal to the frozen model."""
 import pytest
 import torch
+from helpers import assert_same_outputs, eval_outputs, rand
+from zoo import ZOO, NoResidual, SideNet
 
 import mcgraph
-from mcgraph import graph_meta
-from helpers import assert_same_outputs, eval_outputs, rand
-from mcgraph import McGraphError
+from mcgraph import McGraphError, graph_meta
 from mcgraph.passes import DiscoverBlocks, run_passes
 from mcgraph.tracing import annotate_shapes, trace
-from zoo import ZOO, NoResidual, SideNet
 
 SHAPE = (3, 16, 16)
 
@@ -44,10 +43,12 @@ def test_zoo_reasons():
     assert why["shared"] == "called 2 times; a block is called once"
     blocks, why = _discover(SideNet())
     assert blocks == ["a", "c"]
-    assert why["aux"].startswith("not on the main path") and why["b"].startswith("not on the main path")
+    assert why["aux"].startswith("not on the main path")
+    assert why["b"].startswith("not on the main path")
     blocks, why = _discover(NoResidual())
-    assert blocks == [] and why["features"] == "output comes from a conv2d, not from a sum F(x) + S(x)"
-    assert why["features.2"] == "output is a mul of 2 paths, not a sum F(x) + S(x)"     # the SE gate
+    assert blocks == []
+    assert why["features"] == "output comes from a conv2d, not from a sum F(x) + S(x)"
+    assert why["features.2"] == "output is a mul of 2 paths, not a sum F(x) + S(x)"  # the SE gate
 
 
 @pytest.mark.parametrize("style", sorted(ZOO))

@@ -5,14 +5,22 @@ import operator
 
 import pytest
 import torch
+from helpers import rand
 from torch import fx
 
 import mcgraph
-from helpers import rand
 from mcgraph import McGraphError, ModuleDAG
 from mcgraph.ir import carried_dag, dag_of
-from mcgraph.passes import (EXACT, EliminateDead, Freeze, GraphPass, LowerMasks, PassResult,
-                            PruneBranches, run_passes)
+from mcgraph.passes import (
+    EXACT,
+    EliminateDead,
+    Freeze,
+    GraphPass,
+    LowerMasks,
+    PassResult,
+    PruneBranches,
+    run_passes,
+)
 
 
 class ScaleLogits(GraphPass):
@@ -81,7 +89,8 @@ def test_carried_dag_equals_the_dag_rebuilt_from_the_masks_after_every_pass(leve
     if level == "module":
         gm = masked_resnet20(fan_in=2, init="random", seed=4)
     else:
-        gm = mcgraph.rewrite("resnext29_4x16d", fan_in=1, init="random", seed=4, input_size=(16, 16))
+        gm = mcgraph.rewrite("resnext29_4x16d", fan_in=1, init="random", seed=4,
+                             input_size=(16, 16))
     assert dag_of(gm) == ModuleDAG.from_graph_module(gm)          # after the rewrite passes
     # training moves the masks: the DAG reads the new values, it does not go stale
     with torch.no_grad():

@@ -2,9 +2,9 @@
 import copy
 
 import pytest
+from helpers import assert_same_outputs, eval_outputs, rand
 
 import mcgraph
-from helpers import assert_same_outputs, eval_outputs, rand
 from mcgraph import McGraphError, count_params, deploy
 from mcgraph.ir import carried_dag, dag_of
 from mcgraph.passes import eliminate_dead, freeze, lower_masks

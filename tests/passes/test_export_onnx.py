@@ -2,9 +2,9 @@
 import onnx
 import pytest
 import torch
+from helpers import adapter_weights, assert_same_outputs, eval_outputs, masked_resnet20, rand
 
 import mcgraph
-from helpers import adapter_weights, assert_same_outputs, eval_outputs, masked_resnet20, rand
 from mcgraph import McGraphError, deploy
 from mcgraph.passes import export_onnx
 

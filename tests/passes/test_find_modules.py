@@ -2,8 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from mcgraph import graph_meta
-from mcgraph import McGraphError, create_model
+from mcgraph import McGraphError, create_model, graph_meta
 from mcgraph.ir import carried_dag
 from mcgraph.passes import find_modules
 from mcgraph.tracing import annotate_shapes, trace
@@ -106,10 +105,10 @@ def test_adapter_reads_the_networks_own_grid_on_a_non_power_of_two_input():
     masked = mcgraph_rewrite(model, x)
     last = {m.target: m for m in mask_modules(masked)}["layers.5"]
     k = last.candidates.index("layers.1")             # its output is 10x10; layers.5 reads 2x2
-    assert last.strides[k] == (8, 8)                  # 10 -> 5 -> 3 -> 2 through three stride-2 blocks
+    assert last.strides[k] == (8, 8)        # 10 -> 5 -> 3 -> 2 through three stride-2 blocks
     assert legacy_adapter_stride((1, 4, 10, 10), (1, 4, 2, 2)) == (5, 5)   # the old rule's grid
-    assert torch.equal(view(outs[1], last.strides[k]), outs[4])            # pixels {0, 8}: the network's
-    assert not torch.equal(view(outs[1], (5, 5)), outs[4])                 # {0, 5} is not
+    assert torch.equal(view(outs[1], last.strides[k]), outs[4])  # pixels {0, 8}: the network's
+    assert not torch.equal(view(outs[1], (5, 5)), outs[4])       # {0, 5} is not
 
 
 def mcgraph_rewrite(model, x):

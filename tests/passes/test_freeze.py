@@ -1,7 +1,6 @@
 import pytest
-import torch
-
 from helpers import assert_same_outputs, eval_outputs, rand
+
 from mcgraph import McGraphError, create_model
 from mcgraph.masks import mask_modules
 from mcgraph.passes import freeze

@@ -2,16 +2,17 @@
 import copy
 
 import pytest
+from helpers import assert_same_outputs, eval_outputs, rand
 from onnx.reference import ReferenceEvaluator
 
 import mcgraph
-from helpers import assert_same_outputs, eval_outputs, rand
 from mcgraph import McGraphError, deploy
 from mcgraph.passes import freeze, fuse_branches
 from mcgraph.passes.fuse_branches import FusedBranchBlock
 
 
-@pytest.mark.parametrize("fan_in", [1, pytest.param(2, marks=pytest.mark.slow), 4])  # 4 = C: all live
+# fan_in 4 = C: every branch live
+@pytest.mark.parametrize("fan_in", [1, pytest.param(2, marks=pytest.mark.slow), 4])
 def test_fused_graph_equals_frozen_model(tmp_path, fan_in):
     gm = mcgraph.rewrite("resnext29_4x16d", fan_in=fan_in, init="random", seed=3, input_size=(8, 8))
     frozen = freeze(gm).eval()

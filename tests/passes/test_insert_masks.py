@@ -1,10 +1,10 @@
-"""DESIGN §4: rewrite with K=1 'prev' reproduces the original model's eval outputs."""
+"""docs/design.md §2: rewrite with K=1 'prev' reproduces the original model's eval outputs."""
 import pytest
 import torch
+from helpers import assert_same_outputs, eval_outputs, rand
 from torch import nn
 
 import mcgraph
-from helpers import assert_same_outputs, eval_outputs, rand
 from mcgraph import McGraphError, create_model
 from mcgraph.masks import mask_modules
 from mcgraph.passes.find_modules import block_stride, composed_stride, reach

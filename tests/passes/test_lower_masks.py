@@ -1,8 +1,8 @@
 import copy
 
 import pytest
-
 from helpers import assert_same_outputs, eval_outputs, rand
+
 from mcgraph import McGraphError
 from mcgraph.ir import dag_of
 from mcgraph.masks import MaskConnect

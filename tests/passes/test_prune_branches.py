@@ -3,13 +3,12 @@ import copy
 
 import onnx
 import pytest
-import torch
+from helpers import assert_same_outputs, eval_outputs, rand
 
 import mcgraph
-from helpers import assert_same_outputs, eval_outputs, rand
 from mcgraph import count_params, deploy
-from mcgraph.ir import dag_of
 from mcgraph.branches import BranchBlock
+from mcgraph.ir import dag_of
 from mcgraph.passes import freeze, prune_branches
 
 
@@ -49,7 +48,8 @@ def test_parameters_fall_by_the_dead_branches_the_dag_predicts(compiled):
     # a branch is dead exactly when no row of its block's mask selects it
     for b in {n.split("/")[0] for n in dag.blocks()}:
         cols = frozen.get_submodule(b).mask.chosen.any(dim=0)
-        assert [f"{b}/{k}" for k in range(4) if not cols[k]] == [d for d in dead if d.startswith(b + "/")]
+        assert ([f"{b}/{k}" for k in range(4) if not cols[k]]
+                == [d for d in dead if d.startswith(b + "/")])
 
 
 @pytest.mark.parametrize("batch", [1, 4])

@@ -1,10 +1,10 @@
 """Branch-level rewrite for ResNeXt: full init is the original; masks train; K-hot rows."""
 import pytest
 import torch
+from helpers import assert_same_outputs, eval_outputs, rand
 from torch import nn
 
 import mcgraph
-from helpers import assert_same_outputs, eval_outputs, rand
 from mcgraph import McGraphError, count_params, create_model
 from mcgraph.branches import BranchBlock, BranchMask
 from mcgraph.masks import mask_modules
@@ -48,10 +48,12 @@ def test_branch_masks_train_with_k_ones_per_row():
     masks = mask_modules(gm)
     assert len(masks) == 9 and all(isinstance(m, BranchMask) for m in masks)
     start = [m.mask.detach().clone() for m in masks]
-    opt = torch.optim.SGD([{"params": [p for n, p in gm.named_parameters() if not n.endswith("mask.mask")]},
+    weights = [p for n, p in gm.named_parameters() if not n.endswith("mask.mask")]
+    opt = torch.optim.SGD([{"params": weights},
                            {"params": mcgraph.mask_parameters(gm), "lr": 0.05, "momentum": 0}],
                           lr=0.05, momentum=0.9)
-    x, y = rand(8, 3, 16, 16), torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(0))
+    x = rand(8, 3, 16, 16)
+    y = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(0))
     gm.train()
     for _ in range(3):
         for m in masks:
@@ -62,7 +64,8 @@ def test_branch_masks_train_with_k_ones_per_row():
         opt.step()
         mcgraph.clip_masks_(gm)
     assert sum(not torch.equal(s, m.mask) for s, m in zip(start, masks)) == len(masks)
-    assert all(0 <= float(m.mask.detach().min()) and float(m.mask.detach().max()) <= 1 for m in masks)
+    assert all(0 <= float(m.mask.detach().min()) and float(m.mask.detach().max()) <= 1
+               for m in masks)
 
 
 def test_bad_branch_inputs():

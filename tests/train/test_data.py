@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from mcgraph.errors import McGraphError
-from mcgraph.train.data import (DATASETS, Data, DataSpec, TensorImageDataset, load_data,
-                                make_loader)
+from mcgraph.train.data import DATASETS, Data, DataSpec, TensorImageDataset, load_data, make_loader
 
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 

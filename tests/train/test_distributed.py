@@ -45,7 +45,8 @@ def test_ddp_from_the_cli(tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["world_size"] == 2 and cfg["steps_per_epoch"] == 7   # 461 images after validation
     # both ranks ran the command to the end and trained the same 2 x 7 steps
-    outs = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "logs").rglob("stdout.log")}
+    outs = {p.parent.name: json.loads(p.read_text())
+            for p in (tmp_path / "logs").rglob("stdout.log")}
     assert sorted(outs) == ["0", "1"], outs
     for res in outs.values():
         assert (res["epochs_done"], res["steps"], res["stopped"]) == (2, 14, "done"), res

@@ -6,10 +6,11 @@ import threading
 
 import pytest
 import torch
+from helpers import assert_same_outputs, eval_outputs, metrics_rows, rand, train_config
+from zoo import SignalNet
 from torch import nn
 
 import mcgraph
-from helpers import assert_same_outputs, eval_outputs, metrics_rows, rand, train_config
 from mcgraph import McGraphError, deploy
 from mcgraph.masks import mask_modules
 from mcgraph.train.config import TrainConfig
@@ -17,41 +18,6 @@ from mcgraph.train.loop import Interrupted, train
 
 
 # ------------------------------------------------------------------ learning picks the signal
-class Scramble(nn.Module):
-    """A block whose output is the same fixed pattern whatever it reads: no class signal."""
-
-    def __init__(self, c, h, w, seed):
-        super().__init__()
-        self.register_buffer("pattern", torch.rand(1, c, h, w, generator=torch.Generator().manual_seed(seed)))
-
-    def forward(self, x):
-        return self.pattern.expand_as(x) + 0.0 * x
-
-
-class ConvBlock(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv, self.bn = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
-
-    def forward(self, x):
-        return torch.relu(self.bn(self.conv(x)) + x)
-
-
-class SignalNet(nn.Module):
-    """stem -> scramble -> scramble -> conv block -> head: only the stem carries the class."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
-        self.s0, self.s1 = Scramble(8, 16, 16, 1), Scramble(8, 16, 16, 2)
-        self.b = ConvBlock(8)
-        self.fc = nn.Linear(8 * 16, 10)
-
-    def forward(self, x):
-        x = self.b(self.s1(self.s0(self.stem(x))))
-        return self.fc(nn.functional.adaptive_avg_pool2d(x, (4, 4)).flatten(1))
-
-
 def test_masks_move_toward_the_input_that_carries_the_signal(tmp_path, synthetic):
     masked = mcgraph.rewrite(SignalNet(), fan_in=1, init="uniform", modules=["s0", "s1", "b"],
                              example_input=torch.zeros(1, 1, 16, 16))
@@ -83,7 +49,8 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path, synthetic, stop_at):
     assert first.stopped == "max_steps" and first.steps == stop_at
     second = train(train_config(tmp_path / "b", resume=True, **kw), data=synthetic)
     assert second.steps == full.steps == 14
-    _states_equal(mcgraph.load(tmp_path / "a/run/last.pt"), mcgraph.load(tmp_path / "b/run/last.pt"))
+    _states_equal(mcgraph.load(tmp_path / "a/run/last.pt"),
+                  mcgraph.load(tmp_path / "b/run/last.pt"))
     assert [r["epoch"] for r in metrics_rows(tmp_path / "b/run")] == [1, 2]
     # the resumed epoch's metrics include the batches before the stop: only timings differ
     assert metrics_rows(tmp_path / "b/run") == metrics_rows(tmp_path / "a/run")
@@ -227,12 +194,13 @@ def test_best_is_chosen_on_validation_never_on_test(tmp_path, synthetic):
 
 
 def test_mask_grad_samples_and_augment_reach_the_step(tmp_path, synthetic, monkeypatch):
+    from mcgraph.train import distributed as D
     from mcgraph.train import loop
     from mcgraph.train.loop import Trainer
-    from mcgraph.train import distributed as D
     seen = []
     real = loop.make_loader
-    monkeypatch.setattr(loop, "make_loader", lambda *a, **k: seen.append(k["augment"]) or real(*a, **k))
+    monkeypatch.setattr(loop, "make_loader",
+                        lambda *a, **k: seen.append(k["augment"]) or real(*a, **k))
     cfg = train_config(tmp_path, mask_grad_samples=8, augment=False, max_steps=1)
     t = Trainer(cfg, torch.device("cpu"), D.init(torch.device("cpu")), synthetic)
     assert {m.grad_samples for m in mask_modules(t.model)} == {8}
@@ -278,7 +246,8 @@ def test_sigterm_saves_and_stops_like_ctrl_c(tmp_path, synthetic, monkeypatch, s
     full = train(train_config(tmp_path / "full", epochs=2), data=synthetic)
     res = train(train_config(tmp_path, resume=True, epochs=2), data=synthetic)
     assert res.steps == full.steps == 14
-    _states_equal(mcgraph.load(tmp_path / "run/last.pt"), mcgraph.load(tmp_path / "full/run/last.pt"))
+    _states_equal(mcgraph.load(tmp_path / "run/last.pt"),
+                  mcgraph.load(tmp_path / "full/run/last.pt"))
 
 
 def test_a_second_signal_aborts(tmp_path, synthetic, monkeypatch, sigterm_guard):
@@ -295,7 +264,8 @@ class Killed(BaseException):
     """Stands in for SIGKILL: nothing after it runs, no handler saves anything."""
 
 
-def test_save_every_writes_last_mid_epoch_and_a_kill_resumes_exactly(tmp_path, synthetic, monkeypatch):
+def test_save_every_writes_last_mid_epoch_and_a_kill_resumes_exactly(tmp_path, synthetic,
+                                                                     monkeypatch):
     from mcgraph.train.loop import Trainer
     full = train(train_config(tmp_path / "full", epochs=2), data=synthetic)
     real = Trainer.train_step
@@ -313,7 +283,8 @@ def test_save_every_writes_last_mid_epoch_and_a_kill_resumes_exactly(tmp_path, s
     monkeypatch.undo()
     res = train(train_config(tmp_path, resume=True, epochs=2), data=synthetic)
     assert res.steps == full.steps == 14
-    _states_equal(mcgraph.load(tmp_path / "run/last.pt"), mcgraph.load(tmp_path / "full/run/last.pt"))
+    _states_equal(mcgraph.load(tmp_path / "run/last.pt"),
+                  mcgraph.load(tmp_path / "full/run/last.pt"))
     assert metrics_rows(tmp_path / "run") == metrics_rows(tmp_path / "full/run")
 
 
@@ -374,4 +345,5 @@ def test_non_finite_weights_are_never_saved(tmp_path, synthetic, monkeypatch):
         train(train_config(tmp_path, epochs=1, save_every=2), data=synthetic)
     ckpt = torch.load(tmp_path / "run/last.pt", weights_only=True)
     assert ckpt["train"]["step"] == 2
-    assert all(bool(torch.isfinite(v).all()) for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert all(bool(torch.isfinite(v).all())
+               for v in ckpt["state_dict"].values() if v.is_floating_point())

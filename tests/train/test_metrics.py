@@ -1,8 +1,8 @@
 """BatchNorm re-estimation for the eval wiring while masks learn."""
 import torch
+from helpers import rand
 
 import mcgraph
-from helpers import rand
 from mcgraph.masks import mask_modules
 from mcgraph.train.metrics import recalibrate_bn
 

@@ -89,7 +89,8 @@ def test_resume_refuses_a_change_that_is_not_safe_mid_run(tmp_path, synthetic, f
 
 
 def test_a_run_stopped_by_nan_continues_with_a_lower_lr(tmp_path, synthetic, monkeypatch):
-    """The issue's case: a run diverges; continue it from its last good checkpoint, slower."""
+    """The case --resume overrides exist for: a run diverges; continue it from its last good
+    checkpoint, slower."""
     real_step, real_ce, at = Trainer.train_step, nn.functional.cross_entropy, {"step": 0}
 
     def tracked(self, *a):
@@ -97,7 +98,8 @@ def test_a_run_stopped_by_nan_continues_with_a_lower_lr(tmp_path, synthetic, mon
         return real_step(self, *a)
     monkeypatch.setattr(Trainer, "train_step", tracked)
     monkeypatch.setattr(nn.functional, "cross_entropy",
-                        lambda *a, **k: real_ce(*a, **k) * (float("inf") if at["step"] == 9 else 1.0))
+                        lambda *a, **k: real_ce(*a, **k) * (float("inf") if at["step"] == 9
+                                                            else 1.0))
     with pytest.raises(McGraphError, match=r"loss is not finite \(inf\) at epoch 2, step 10; .*"
                                            r"\(epoch 2, step 9\)"):
         train(train_config(tmp_path, save_every=3), data=synthetic)
