@@ -23,6 +23,7 @@ data:
 	else echo "notice: $(FMNIST) is missing; run 'sudo apt-get install dataset-fashion-mnist' or pass --data-dir"; fi
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: setup

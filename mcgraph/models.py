@@ -140,7 +140,7 @@ def _cifar(depth: int):
     return fn
 
 
-for _d in (20, 32, 38, 44, 56, 74, 110):
+for _d in (8, 14, 20, 32, 38, 44, 56, 74, 110):
     register_model("cifar-resnet", (32, 32))(_cifar(_d))
 
 

@@ -50,3 +50,28 @@ def test_register_model_decorator_adds_a_model():
     def tiny_test_net(num_classes=10, in_channels=3):
         return create_model("resnet20", num_classes=num_classes, in_channels=in_channels)
     assert "tiny_test_net" in list_models()
+
+
+def _cifar_resnet_params(n: int, in_channels: int = 3, classes: int = 10) -> int:
+    """The CIFAR ResNet-(6n+2) family's count, option-A shortcuts (He et al. 2016, section 4.2):
+    stem conv and BN, n blocks of two 3x3 conv + BN per stage (16, 32, 64 wide), fc."""
+    block = lambda cin, c: 9 * cin * c + 9 * c * c + 4 * c          # noqa: E731
+    stages = sum(block(cin, c) + (n - 1) * block(c, c) for cin, c in ((16, 16), (16, 32), (32, 64)))
+    return 9 * in_channels * 16 + 32 + stages + 64 * classes + classes
+
+
+@pytest.mark.parametrize("name,n", [("resnet8", 1), ("resnet14", 2), ("resnet20", 3),
+                                    ("resnet32", 5), ("resnet56", 9), ("resnet110", 18)])
+def test_cifar_resnets_have_the_family_parameter_counts(name, n):
+    model = mcgraph.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == _cifar_resnet_params(n)
+    blocks = [m for m in model.modules() if type(m).__name__ == "CifarBasicBlock"]
+    assert len(blocks) == 3 * n
+
+
+def test_the_paper_reports_these_sizes():
+    # He et al. report 0.27M (ResNet-20), 0.46M (32), 0.85M (56), 1.7M (110)
+    for name, millions in (("resnet20", 0.27), ("resnet32", 0.46), ("resnet56", 0.85),
+                           ("resnet110", 1.7)):
+        count = sum(p.numel() for p in mcgraph.create_model(name).parameters())
+        assert round(count / 1e6, 2 if millions < 1 else 1) == millions, (name, count)

@@ -74,14 +74,15 @@ def inspect_cmd(checkpoint, as_json, png, explain, why_, data, data_dir, why_bat
 
 def _why(gm, checkpoint: str, data: str, data_dir: str | None, batches: int, bn: str,
          png: str | None):
+    from .. import graph_meta
     from ..precision import load_matching_data
     from ..train.split import split_validation
     from ..why import why
-    from .. import graph_meta
     ds = split_validation(load_matching_data(data, data_dir, graph_meta.input_shape(gm), "inspect"))
     report = why(gm, ds, batches=batches, bn=bn)
     if png:
         from pathlib import Path
+
         from ..plot import plot_why
         p = Path(png)
         out = plot_why(report, p.with_name(p.stem + "_why" + p.suffix), title=checkpoint)

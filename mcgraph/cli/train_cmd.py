@@ -48,6 +48,9 @@ C = TrainConfig
                "m~^(1/T), T falling from 1 to 0.05 at the freeze (toward the top-K).")
 @config_option(C, "mask_batches", help="Masks learn from the batch the weights step on ('same'), "
                "or from another one in a step of their own ('other': first-order bi-level).")
+@config_option(C, "target_macs", type=float, help="K=1: freeze the likeliest chain whose compiled "
+               "network has this fraction of the original's MACs (within 5%), e.g. 0.5.")
+@config_option(C, "target_blocks", type=int, help="K=1: ... or that many blocks.")
 @config_option(C, "reinit_at_freeze", "--reinit-at-freeze/--no-reinit-at-freeze", help="At the "
                "freeze, weights restart from their initial values: the learned wiring retrained.")
 @config_option(C, "why_batches", type=int, help="At the freeze, measure each mask's choice "

@@ -51,6 +51,9 @@ class TrainConfig:
     mask_batches: MaskBatches = "same"  # masks learn from the weights' batch, or from another one
                                         # (first-order bi-level: one more forward-backward a step)
     reinit_at_freeze: bool = False      # at the freeze, weights restart from their initial values
+    target_macs: float | None = None    # K=1: freeze to the likeliest chain of this fraction of
+                                        # the original network's MACs (+-5%; mcgraph.target)
+    target_blocks: int | None = None    # K=1: ... or of this many blocks
     label_smoothing: float = 0.0
     augment: bool = True                # random crop and flip of training batches (the data set's)
     device: DeviceName = "auto"         # auto | cpu | cuda
@@ -99,6 +102,15 @@ class TrainConfig:
             check(v is None or v >= 1, WHERE, name, f"must be >= 1, got {v}")
         check(0.0 <= self.freeze_at <= 1.0, WHERE, "freeze_at",
               f"is a fraction of the training steps in [0, 1], got {self.freeze_at}")
+        check(self.target_macs is None or 0 < self.target_macs <= 1, WHERE, "target_macs",
+              f"is a fraction of the original network's MACs in (0, 1], got {self.target_macs}")
+        check(self.target_blocks is None or self.target_blocks >= 1, WHERE, "target_blocks",
+              f"must be >= 1, got {self.target_blocks}")
+        check(self.target_macs is None or self.target_blocks is None, WHERE, "target_macs",
+              "and target_blocks are two targets: give one")
+        check((self.target_macs is None and self.target_blocks is None)
+              or self.connectivity == "learned", WHERE, "target_macs",
+              "(or target_blocks) chooses a learned wiring; fixed rules choose their own")
         check(not (self.resume and self.overwrite), WHERE, "overwrite",
               "continues nothing: give resume or overwrite, not both")
 

@@ -145,6 +145,9 @@ class Trainer:
         elif dist.main:
             self._write_config()
         self.learning = any(not m.is_frozen for m in mask_modules(self.model))
+        if (cfg.target_macs or cfg.target_blocks) and self.learning:
+            from ..target import costs
+            costs(self.model)                    # K=1, module level: refused now, not at the freeze
         self.init_weights = None                 # reinit_at_freeze: the weights at step 0
         if cfg.reinit_at_freeze and self.learning:
             saved = ckpt["train"].get("init_weights") if ckpt else None
@@ -291,12 +294,26 @@ class Trainer:
             self.stepper.sync_host()
             self.freeze_stats = {"step": self.step, "mask_entropy": mask_entropy(self.model),
                                  **freeze_margins(self.model), **self.why_at_freeze()}
-            freeze_masks(self.model)
+            self.freeze_to_choice()
             set_temperature(self.model, 1.0)
             self.learning = False
             if self.init_weights is not None:          # the learned wiring, retrained
                 self.restart_weights()
             self.stepper.set_net(D.wrap(training_view(self.model), self.dist, self.device))
+
+    def freeze_to_choice(self) -> None:
+        """Top-K of every mask, or with a size target the likeliest chain within it (recorded
+        in the freeze row: its blocks and MACs fraction)."""
+        cfg = self.cfg
+        if cfg.target_macs is None and cfg.target_blocks is None:
+            freeze_masks(self.model)
+            return
+        from .. import target
+        chain = target.freeze_to_target(self.model, macs=cfg.target_macs, blocks=cfg.target_blocks)
+        if self.freeze_stats is not None:
+            self.freeze_stats["target"] = {"macs": cfg.target_macs, "blocks": cfg.target_blocks,
+                                           "chain_blocks": len(chain),
+                                           "macs_fraction": target.fraction(self.model)}
 
     def restart_weights(self) -> None:
         """``reinit_at_freeze``: the weights (and BatchNorm statistics) back to their values at
@@ -338,7 +355,8 @@ class Trainer:
                    mask_batch: tuple[torch.Tensor, torch.Tensor] | None = None):
         """One optimizer step; returns (loss, logits, whether every rank agreed to stop)."""
         if self.learning and self.cfg.mask_anneal:   # toward the top-K as the freeze nears
-            set_temperature(self.model, max(ANNEAL_FLOOR, 1.0 - self.step / max(1, self.freeze_step)))
+            progress = self.step / max(1, self.freeze_step)
+            set_temperature(self.model, max(ANNEAL_FLOOR, 1.0 - progress))
         def check(loss: torch.Tensor) -> bool:
             asked = stop_asked or bool(self.stop and self.stop.set)     # a signal in this step
             bad, stopping = agree(self.dist, self.device, not bool(torch.isfinite(loss)), asked)

@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 from helpers import assert_same_outputs, eval_outputs, metrics_rows, rand, train_config
-from zoo import SignalNet
 from torch import nn
+from zoo import SignalNet
 
 import mcgraph
 from mcgraph import McGraphError, deploy

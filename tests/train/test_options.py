@@ -38,7 +38,8 @@ def test_mask_steps_move_only_masks_and_weight_steps_only_weights(synthetic):
                          input_size=(16, 16)).train()
     st = step_mod.Stepper(gm, TrainConfig(model="resnet20", device="cpu"), torch.device("cpu"))
     x, y = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
-    w, m = gm.conv1.weight.detach().clone(), [p.detach().clone() for p in mcgraph.mask_parameters(gm)]
+    w = gm.conv1.weight.detach().clone()
+    m = [p.detach().clone() for p in mcgraph.mask_parameters(gm)]
     st._mask_step(x, y)
     assert torch.equal(w, gm.conv1.weight)
     assert any(not torch.equal(a, b) for a, b in zip(m, mcgraph.mask_parameters(gm)))
