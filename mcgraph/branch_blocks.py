@@ -169,3 +169,20 @@ def stream_mean_flat(x: torch.Tensor, streams: int) -> torch.Tensor:
     """(N, C*out, H, W) -> (N, out, H, W): the mean of the C streams laid out as channels."""
     n, _, h, w = x.shape
     return x.reshape(n, streams, -1, h, w).mean(dim=1)
+
+
+class OneStreamBlock(nn.Module):
+    """A :class:`~mcgraph.branches.BranchBlock` whose every row reads all C branches (K = C):
+    its C streams stay equal, so it is the original ResNeXt block on one stream. Parameters
+    are the BranchBlock's (shared): training this trains that. (N, in, H, W) -> (N, out, H', W')."""
+
+    def __init__(self, bb: BranchBlock):
+        super().__init__()
+        self.conv1, self.bn1, self.conv2, self.bn2 = bb.conv1, bb.bn1, bb.conv2, bb.bn2
+        self.conv3, self.bn3, self.downsample = bb.conv3, bb.bn3, bb.downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = F.relu(self.bn2(self.conv2(h)))
+        s = x if self.downsample is None else self.downsample(x)
+        return F.relu(self.bn3(self.conv3(h)) + s)

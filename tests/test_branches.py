@@ -193,3 +193,30 @@ def test_full_k_equals_c_running_statistics():
         folded += streams
         assert torch.allclose(ratio, torch.full_like(ratio, want), atol=2e-5), (name, m, want)
     assert folded == 9 + 2                       # every BN3, and stage 2 and 3's shortcut BNs
+
+
+def test_fixed_full_trains_on_one_stream_and_computes_the_same():
+    """K = C frozen full: the trainer's view is the original ResNeXt on one stream, sharing the
+    parameters; outputs and gradients equal the C-stream model's."""
+    import mcgraph
+    from mcgraph.branch_blocks import OneStreamBlock
+    from mcgraph.train.build import apply_connectivity, training_view
+    gm = apply_connectivity(mcgraph.rewrite("resnext29_2x8d", 2, "full", in_channels=1,
+                                            input_size=(16, 16)), "fixed-full", 0)
+    view = training_view(gm)
+    assert view is not gm and all(isinstance(view.get_submodule(b), OneStreamBlock)
+                                  for b in ("layer1.0", "layer3.2"))
+    x = torch.randn(4, 1, 16, 16)
+    for mode in (True, False):                        # batch statistics, then running ones
+        gm.train(mode), view.train(mode)
+        a, b = gm(x), view(x)
+        assert torch.allclose(a, b, atol=1e-5), (mode, float((a - b).abs().max()))
+    gm.train(), view.train()
+    w = torch.randn(4, 10)                            # a linear loss: well-conditioned grads
+    (gm(x) * w).sum().backward()
+    ref = {n: p.grad.clone() for n, p in gm.named_parameters() if p.grad is not None}
+    gm.zero_grad()
+    (view(x) * w).sum().backward()
+    for n, p in gm.named_parameters():
+        if n in ref:
+            assert torch.allclose(ref[n], p.grad, rtol=1e-4, atol=1e-6), n

@@ -119,15 +119,18 @@ def training_view(model: fx.GraphModule) -> fx.GraphModule:
     with ``model`` (so training it trains ``model``, and checkpoints of ``model`` see it). Dead
     blocks are no longer computed and the masked sums become plain adds; the passes run through
     the driver, which checks the view computes what ``model`` computes. Branch-level models
-    (whose pruning slices parameters into new tensors) train as they are."""
+    (whose pruning slices parameters into new tensors) train as they are, except Fixed-Full
+    (every row reads all C branches): the original ResNeXt on one stream (CollapseStreams)."""
+    from ..passes.collapse_streams import CollapseStreams, all_full
     dag = carried_dag(model, WHERE)
-    if dag.level == "branch":
+    if dag.level == "branch" and not all_full(model):
         return model
     graph = fx.Graph()
     graph.output(graph.graph_copy(model.graph, {}))
     view = fx.GraphModule(model, graph)        # new containers, the same leaf modules
     graph_meta.copy_to(model, view)            # with a DAG of its own
-    view = run_passes(view, pipelines.lower()).graph_module
+    view = run_passes(view, [CollapseStreams()] if dag.level == "branch"
+                      else pipelines.lower()).graph_module
     return view.train(model.training)
 
 
