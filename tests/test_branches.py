@@ -219,4 +219,5 @@ def test_fixed_full_trains_on_one_stream_and_computes_the_same():
     (view(x) * w).sum().backward()
     for n, p in gm.named_parameters():
         if n in ref:
-            assert torch.allclose(ref[n], p.grad, rtol=1e-4, atol=1e-6), n
+            err = float((ref[n] - p.grad).abs().max()) / max(1e-12, float(ref[n].abs().max()))
+            assert err < 1e-4, (n, err)                # relative to the tensor's scale
