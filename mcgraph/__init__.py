@@ -8,14 +8,22 @@ from .constraints import clip_masks_, constrain_masks_
 from .errors import Interrupted, McGraphError
 from .explain import Explanation, explain
 from .ir import ModuleDAG, dag_of
-from .masks import MaskConnect, freeze_masks, mask_parameters
+from .masks import MaskConnect, freeze_masks, mask_parameters, param_groups, set_temperature
 from .models import create_model, list_models, register_model
 from .passes import export_onnx, run_passes
 from .passes.freeze import freeze
+from .export import read_metadata
+from .fit import fit, tensor_data
+from .train.config import TrainConfig
+from .train.loop import TrainResult
+from .train.metrics import recalibrate_bn
+from .why import why
 
 __version__ = "0.1.0"
 __all__ = ["CompileReport", "Interrupted", "McGraphError", "MaskConnect", "ModuleDAG",
            "clip_masks_", "compile", "constrain_masks_", "count_params", "create_model", "dag_of",
            "description", "Explanation", "explain", "export_onnx",
            "freeze", "freeze_masks", "list_models", "load", "mask_parameters",
-           "register_model", "rewrite", "run_passes", "save"]
+           "register_model", "rewrite", "run_passes", "save", "fit", "tensor_data",
+           "TrainConfig", "TrainResult", "param_groups", "set_temperature", "recalibrate_bn",
+           "read_metadata", "why"]

@@ -61,7 +61,8 @@ class DataInfo:
         return cls(name=str(d["name"]), num_classes=n, in_channels=d.get("in_channels"),
                    input_size=(h, w) if size else None,  # type: ignore[arg-type]
                    mean=_floats(d.get("mean")), std=_floats(d.get("std")),
-                   class_names=class_names(str(d["name"]), n))
+                   class_names=(tuple(d["class_names"]) if d.get("class_names")
+                                else class_names(str(d["name"]), n)))
 
 
 def _floats(v: Any) -> tuple[float, ...] | None:

@@ -378,6 +378,20 @@ def set_temperature(model: nn.Module, temperature: float) -> None:
             m._device.pool.set_temperature(float(temperature))
 
 
+def param_groups(model: nn.Module, *, mask_lr: float, mask_momentum: float = 0.0,
+                 **weights: float) -> list[dict]:
+    """Optimizer parameter groups: the weights (with ``weights``' settings, e.g. lr, weight
+    decay) and the masks m~ in a group of their own (``mask_lr``, no weight decay, plain SGD by
+    default), what the trainer's optimizer uses:
+    ``torch.optim.SGD(param_groups(gm, mask_lr=0.05), lr=0.1, momentum=0.9)``."""
+    masks = mask_parameters(model)
+    ids = {id(p) for p in masks}
+    return [{"params": [p for p in model.parameters() if id(p) not in ids], "name": "weights",
+             **weights},
+            {"params": masks, "name": "masks", "lr": mask_lr, "momentum": mask_momentum,
+             "nesterov": False, "weight_decay": 0.0}]
+
+
 def mask_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The real-valued masks, for their own optimizer group (no weight decay, no momentum)."""
     return [m.mask for m in mask_modules(model)]

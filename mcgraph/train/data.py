@@ -48,6 +48,7 @@ class DataSpec:
     test_size: int
     augment_flip: bool               # horizontal flip makes sense for this data
     crop_padding: int                # random-crop zero padding; 0 disables cropping
+    class_names: tuple[str, ...] | None = None   # label i's name, where the data set has names
 
 
 @dataclass

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from ..masks import mask_modules
+from ..masks import param_groups
 from .config import TrainConfig
 
 GROUPS = {"lr": "weights", "mask_lr": "masks"}     # config field -> optimizer group
@@ -16,13 +16,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = False) -> t
     """Weights: Nesterov SGD with weight decay; masks: their own group (own lr, no decay).
     ``fused``: one kernel per group that can read its learning rate from a device tensor
     (what a captured CUDA graph step needs; see mcgraph.train.step)."""
-    masks = [m.mask for m in mask_modules(model)]
-    ids = {id(p) for p in masks}
-    weights = [p for p in model.parameters() if id(p) not in ids]
     return torch.optim.SGD(
-        [{"params": weights, "name": "weights"},
-         {"params": masks, "name": "masks", "lr": cfg.mask_lr, "momentum": cfg.mask_momentum,
-          "nesterov": False, "weight_decay": 0.0}],
+        param_groups(model, mask_lr=cfg.mask_lr, mask_momentum=cfg.mask_momentum),
         lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
         weight_decay=cfg.weight_decay, fused=fused or None)
 
