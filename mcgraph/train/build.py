@@ -60,9 +60,11 @@ def build_model(cfg: TrainConfig, spec: DataSpec) -> fx.GraphModule:
         gm = load(cfg.model, trust_code=cfg.trust_code)
         rw = graph_meta.rewrite_record(gm, WHERE)
         if list(rw["input_shape"]) != want:
+            c, h, w = want
             raise McGraphError(WHERE, f"{cfg.model} was rewritten for inputs {rw['input_shape']} "
-                                      f"but {spec.name} has {want}; rewrite it with in_channels="
-                                      f"{want[0]}, input_size=({want[1]}, {want[2]})")
+                                      f"but {spec.name} has {want}; rewrite it for them (mcgraph "
+                                      f"rewrite ... --in-channels {c} --input-size {h}x{w}; in "
+                                      f"Python in_channels={c}, input_size=({h}, {w}))")
         if rw["model_kwargs"]["num_classes"] != spec.num_classes:
             raise McGraphError(WHERE, f"{cfg.model} has {rw['model_kwargs']['num_classes']} "
                                       f"classes, {spec.name} has {spec.num_classes}")
