@@ -24,19 +24,23 @@ p.add_argument("--batch-size", type=int, default=32)
 args = p.parse_args()
 
 cuda = args.device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers()
+if args.device == "cuda" and not cuda:
+    sys.exit("this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
 if cuda and hasattr(ort, "preload_dlls"):
     ort.preload_dlls()           # the CUDA/cuDNN libraries of the nvidia pip wheels, if present
 sess = ort.InferenceSession(args.model, providers=(["CUDAExecutionProvider"] if cuda else [])
                             + ["CPUExecutionProvider"])
 meta = {k.removeprefix("mcgraph."): json.loads(v) if v[:1] in "[{" else v
         for k, v in sess.get_modelmeta().custom_metadata_map.items() if k.startswith("mcgraph.")}
-if "mean" not in meta:           # a rewrite never trained by mcgraph: its normalization is unknown
-    sys.exit(f"{args.model} records no normalization; compile a checkpoint of `mcgraph train`")
+if "mean" not in meta:           # a rewrite that never saw data: its normalization is unknown
+    sys.exit(f"{args.model} records no normalization: compile a checkpoint of `mcgraph train`, "
+             "or export with mcgraph.export_onnx(..., data=...)")
 h, w = meta["input_size"]
 c = int(meta["input_channels"])
 mean = np.array(meta["mean"], np.float32).reshape(1, -1, 1, 1)
 std = np.array(meta["std"], np.float32).reshape(1, -1, 1, 1)
-names = meta.get("class_names") or [f"class {i}" for i in range(int(meta["num_classes"]))]
+classes = int(meta.get("num_classes") or sess.get_outputs()[0].shape[1])
+names = meta.get("class_names") or [f"class {i}" for i in range(classes)]
 
 files = sorted(f for a in map(Path, args.images) for f in (a.iterdir() if a.is_dir() else [a])
                if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"))

@@ -1,8 +1,8 @@
 """Learn a ResNet's connectivity on your own data, from Python, and compare it with the original.
 
-    python examples/learn_own_data.py                      # 2,000 generated shapes, 32x32
+    python examples/learn_own_data.py                          # 2,000 images of 32x32: ~5 min
     python examples/learn_own_data.py --data imagefolder:DIR   # DIR/train/<class>/*.png, DIR/val/
-    python examples/learn_own_data.py --tiny               # seconds (tests/test_examples.py)
+    python examples/learn_own_data.py --tiny                   # seconds (tests/test_examples.py)
 """
 import argparse
 import itertools
@@ -16,33 +16,27 @@ import mcgraph
 from mcgraph.train.data import load_data
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-p.add_argument("--data", help="a data set name or imagefolder:DIR (default: generated shapes)")
+p.add_argument("--data", help="a data set name or imagefolder:DIR (default: generated images)")
 p.add_argument("--model", default="resnet20")
 p.add_argument("--epochs", type=int, default=4)
-p.add_argument("--images", type=int, default=2000, help="generated training images")
-p.add_argument("--custom-steps", type=int, default=100, help="steps of the hand-written loop")
-p.add_argument("--tiny", action="store_true", help="256 images of 16x16, 1 epoch, 6 steps")
+p.add_argument("--tiny", action="store_true", help="256 images of 16x16, 1 epoch, 6 own steps")
 p.add_argument("--out", default="own-data-out")
 args = p.parse_args()
-n, size = (256, 16) if args.tiny else (args.images, 32)
-epochs, custom_steps = (1, 6) if args.tiny else (args.epochs, args.custom_steps)
-NAMES = ["disc", "square", "ring", "cross"]
+n, size, epochs, steps = (256, 16, 1, 6) if args.tiny else (2000, 32, args.epochs, 100)
+NAMES = ["disc", "square", "cross"]
 
 
 def shapes(count, seed):
-    """Images (count, 1, size, size) in [0, 1], one shape each, anywhere, any size, on noise."""
+    """Images (count, 1, size, size) in [0, 1]: one shape each, anywhere, any size, on noise."""
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    cy, cx = (torch.rand(2, count, 1, 1, generator=g) * 0.4 + 0.3) * size
+    yx = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij"))
+    dy, dx = (yx[:, None] - (torch.rand(2, count, 1, 1, generator=g) * 0.4 + 0.3) * size).abs()
     r = (torch.rand(count, 1, 1, generator=g) * 0.15 + 0.15) * size
-    dy, dx = (yy - cy).abs(), (xx - cx).abs()
-    disc = dx ** 2 + dy ** 2 <= r ** 2
-    ring = disc & (dx ** 2 + dy ** 2 >= (r / 2) ** 2)
-    cross = ((dx <= r / 3) & (dy <= r)) | ((dy <= r / 3) & (dx <= r))
-    kinds = torch.stack([disc, (dx <= r) & (dy <= r), ring, cross])
-    labels = torch.arange(count) % len(NAMES)
-    x = 0.7 * kinds[labels, torch.arange(count)] + 0.3 * torch.rand(count, size, size, generator=g)
-    return x[:, None], labels
+    box = (dx <= r) & (dy <= r)
+    kinds = torch.stack([dx ** 2 + dy ** 2 <= r ** 2, box, box & ((dx <= r / 3) | (dy <= r / 3))])
+    y = torch.arange(count) % len(NAMES)
+    noise = torch.rand(count, size, size, generator=g)
+    return (0.7 * kinds[y, torch.arange(count)] + 0.3 * noise)[:, None], y
 
 
 # Tensors in memory become a data set; mean and std are measured on the training images and go
@@ -64,32 +58,31 @@ for rule in ("learned", "fixed-prev"):
                             data=data.spec, params=report.params_after)
 
 # ---------------- The same by hand: your own training loop (docs/training.md) ----------------
-spec = data.spec
-mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
-train = DataLoader(data.train, batch_size=64, shuffle=True, drop_last=True)
+mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (data.spec.mean, data.spec.std))
+train = DataLoader(data.train, batch_size=64, shuffle=True, drop_last=True)   # uint8 images
 batches = (((x.float() / 255 - mean) / std, y) for _ in itertools.count() for x, y in train)
-model = mcgraph.rewrite(args.model, fan_in=1, in_channels=spec.in_channels,
-                        num_classes=spec.num_classes, input_size=spec.input_size)
-# masks get a group of their own: their learning rate, no momentum, no weight decay
+x_test, y_test = next(iter(DataLoader(data.test, batch_size=1000)))
+x_test = (x_test.float() / 255 - mean) / std
+model = mcgraph.rewrite(args.model, fan_in=1, in_channels=data.spec.in_channels,
+                        num_classes=data.spec.num_classes, input_size=data.spec.input_size)
+# the masks get a group of their own: their learning rate, no momentum, no weight decay
 opt = torch.optim.SGD(mcgraph.param_groups(model, mask_lr=0.05, weight_decay=5e-4),
                       lr=0.05, momentum=0.9, nesterov=True)
-freeze_step = int(0.3 * custom_steps)     # learn the wiring first, then the weights on it
-model.train()
-for step in range(custom_steps):
-    if step == freeze_step:
+for step in range(steps):
+    if step == int(0.3 * steps):       # learn the wiring first, then the weights on it
         # Each training forward samples another wiring, so BatchNorm's running statistics fit no
         # single one: re-estimate them under the top-K wiring (on a copy) to evaluate meanwhile.
-        ev = mcgraph.recalibrate_bn(model, itertools.islice(batches, 20))
-        x, y = next(batches)
-        print(f"custom loop: step {step}, batch acc under the top-K wiring "
-              f"{(ev(x).argmax(1) == y).float().mean():.0%}; freezing")
-        mcgraph.freeze_masks(model)     # top-K, for good: from here on weights see one wiring
+        with torch.no_grad():
+            ev = mcgraph.recalibrate_bn(model, itertools.islice(batches, 20))
+            acc = (ev(x_test).argmax(1) == y_test).float().mean()
+        print(f"custom loop: step {step}, test acc {acc:.0%} (top-K wiring); freezing")
+        mcgraph.freeze_masks(model)    # top-K, for good: from here on the weights see one wiring
     x, y = next(batches)
-    loss = F.cross_entropy(model(x), y)
+    loss = F.cross_entropy(model.train()(x), y)
     opt.zero_grad()
     loss.backward()
     opt.step()
-    mcgraph.constrain_masks_(model)     # back onto {0 <= m <= 1, sum m = K} (a no-op once frozen)
-slim, report = mcgraph.compile(model)   # frozen: compile accepts it
-print(f"custom loop: {custom_steps} steps, last loss {loss.item():.3f}, "
-      f"compiled params {report.params_after:,}")
+    mcgraph.constrain_masks_(model)    # back onto {0 <= m <= 1, sum m = K}; no-op once frozen
+slim, report = mcgraph.compile(model)  # frozen: compile accepts it (eval mode, BN folded)
+acc = (slim(x_test).argmax(1) == y_test).float().mean()
+print(f"custom loop: {steps} steps, test acc {acc:.0%}, compiled params {report.params_after:,}")

@@ -35,7 +35,8 @@ masked = mcgraph.rewrite("torchvision:resnet50", fan_in=args.fan_in, init="rando
 dag = mcgraph.dag_of(masked)
 print(f"{len(dag.blocks())} blocks; each reads {args.fan_in} of its candidates (earlier outputs)")
 for b in dag.blocks():
-    print(f"  {b:9} reads {', '.join(dag.chosen_inputs(b)):20} ({len(dag.candidates(b))} candidates)")
+    reads = ", ".join(dag.chosen_inputs(b))
+    print(f"  {b:9} reads {reads:20} ({len(dag.candidates(b))} candidates)")
 print("read by no one (compile removes them):", ", ".join(dag.dead_modules()) or "none")
 
 # compile works on a copy: freeze the masks to their top-K, lower them to plain adds, delete the

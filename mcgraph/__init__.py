@@ -14,7 +14,9 @@ from .passes import export_onnx, run_passes
 from .passes.freeze import freeze
 from .export import read_metadata
 from .fit import fit, tensor_data
+from .train.build import training_view
 from .train.config import TrainConfig
+from .train.data import load_data
 from .train.loop import TrainResult
 from .train.metrics import recalibrate_bn
 from .why import why
@@ -26,4 +28,4 @@ __all__ = ["CompileReport", "Interrupted", "McGraphError", "MaskConnect", "Modul
            "freeze", "freeze_masks", "list_models", "load", "mask_parameters",
            "register_model", "rewrite", "run_passes", "save", "fit", "tensor_data",
            "TrainConfig", "TrainResult", "param_groups", "set_temperature", "recalibrate_bn",
-           "read_metadata", "why"]
+           "read_metadata", "why", "load_data", "training_view"]

@@ -33,10 +33,11 @@ class SmallResNet(nn.Module):
                 blocks.append(Residual(cin, w, stride=2 if i > 0 and j == 0 else 1))
                 cin = w
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x):
-        return self.head(self.blocks(self.stem(x)))
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
 
 
 def make(num_classes=10, in_channels=1, width=16, depth=2):

@@ -17,7 +17,8 @@ K="${K:-1}"
 mkdir -p "$OUT"
 
 # --explain: each module's verdict (block or not, and why) before anything is written; with -k
-# and -o the same call also rewrites. in_channels/num_classes come from make()'s defaults.
+# and -o the same call also rewrites. Channels and classes are make()'s defaults (1 and 10); for
+# RGB data add --in-channels 3 (or --model-arg in_channels=3), for other classes --num-classes.
 mcgraph rewrite "$NET" --input-size "$SIZE" -k "$K" --explain -o "$OUT/masked.pt"
 
 # The checkpoint names a Python file; rebuilding it runs that file, hence --trust-code (train,

@@ -49,12 +49,14 @@ def init(device: torch.device) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), local, owned)
 
 
-def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
-    """DDP over the model; unused parameters are expected (blocks no sampled mask reads)."""
+def wrap(model: nn.Module, d: Dist, device: torch.device, find_unused: bool = True) -> nn.Module:
+    """DDP over the model. ``find_unused``: while masks learn, blocks no sampled mask reads get
+    no gradient; the lowered view after the freeze computes only what is read."""
     if not d.enabled:
         return model
     ids = [d.local_rank] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                               find_unused_parameters=find_unused)
 
 
 def all_sum(values: list[float], d: Dist, device: torch.device) -> list[float]:

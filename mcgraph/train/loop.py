@@ -152,8 +152,8 @@ class Trainer:
         if cfg.reinit_at_freeze and self.learning:
             saved = ckpt["train"].get("init_weights") if ckpt else None
             self.init_weights = saved if saved is not None else weights_of(self.model)
-        self.stepper.set_net(D.wrap(self.model if self.learning else training_view(self.model),
-                                    dist, device))
+        net = self.model if self.learning else training_view(self.model)
+        self.stepper.set_net(D.wrap(net, dist, device, find_unused=net is self.model))
 
     @property
     def net(self) -> nn.Module:
@@ -299,7 +299,9 @@ class Trainer:
             self.learning = False
             if self.init_weights is not None:          # the learned wiring, retrained
                 self.restart_weights()
-            self.stepper.set_net(D.wrap(training_view(self.model), self.dist, self.device))
+            view = training_view(self.model)
+            self.stepper.set_net(D.wrap(view, self.dist, self.device,
+                                        find_unused=view is self.model))
 
     def freeze_to_choice(self) -> None:
         """Top-K of every mask, or with a size target the likeliest chain within it (recorded
