@@ -185,12 +185,19 @@ class CompileReport:
 def compile_passes(model: fx.GraphModule) -> list:
     """The compile pipeline for ``model``'s level
     (:func:`mcgraph.passes.pipelines.compile_passes`)."""
-    return pipelines.compile_passes(carried_dag(model, "compile").level)
+    return pipelines.compile_passes(carried_dag(model, "compile").level, _full(model))
 
 
 def optimize_passes(model: fx.GraphModule) -> list:
     """The inference rewrites for ``model``'s level (:func:`mcgraph.passes.pipelines.optimize`)."""
-    return pipelines.optimize(carried_dag(model, "compile").level)
+    return pipelines.optimize(carried_dag(model, "compile").level, _full(model))
+
+
+def _full(model: fx.GraphModule) -> bool:
+    """Branch level with every row's eval choice reading all C branches (Fixed-Full, K = C)."""
+    from .branches import BranchBlock
+    blocks = [m for m in model.modules() if isinstance(m, BranchBlock)]
+    return bool(blocks) and all(bool(b.mask.eval_binary().all()) for b in blocks)
 
 
 def compile(model: fx.GraphModule, check_batch: int = 4, optimize: bool = True,
@@ -213,10 +220,11 @@ def compile(model: fx.GraphModule, check_batch: int = 4, optimize: bool = True,
     probe = probe_input(gm, check_batch)
     with torch.no_grad():
         ref = gm.eval()(probe)                     # eval of the masked model = the frozen model
-    result = run_passes(gm, compile_passes(gm), probe)
+    level, full = carried_dag(gm, "compile").level, _full(gm)     # before the passes change gm
+    result = run_passes(gm, pipelines.compile_passes(level, full), probe)
     params_after = count_params(result.graph_module)
     if optimize:
-        more = run_passes(result.graph_module, optimize_passes(gm), probe)
+        more = run_passes(result.graph_module, pipelines.optimize(level, full), probe)
         result.graph_module, result.records = more.graph_module, result.records + more.records
     slim = result.graph_module.eval()
     with torch.no_grad():

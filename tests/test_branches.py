@@ -221,3 +221,20 @@ def test_fixed_full_trains_on_one_stream_and_computes_the_same():
         if n in ref:
             err = float((ref[n] - p.grad).abs().max()) / max(1e-12, float(ref[n].abs().max()))
             assert err < 1e-4, (n, err)                # relative to the tensor's scale
+
+
+def test_fixed_full_compiles_to_the_original_resnext(tmp_path):
+    """Every row reads every branch: compile gives the original network on one stream (its
+    parameters, its ONNX operators: no gathers, no stream tiles)."""
+    import onnx
+
+    import mcgraph
+    from mcgraph.train.build import apply_connectivity
+    gm = apply_connectivity(mcgraph.rewrite("resnext29_2x8d", 2, "full", in_channels=1,
+                                            input_size=(16, 16)), "fixed-full", 0)
+    slim, report = mcgraph.compile(gm)
+    assert report.params_after == sum(p.numel() for p in mcgraph.create_model(
+        "resnext29_2x8d", in_channels=1).parameters())
+    ops = {n.op_type for n in onnx.load(str(mcgraph.export_onnx(
+        slim, tmp_path / "m.onnx", (1, 16, 16)))).graph.node}
+    assert not ops & {"Gather", "Tile", "Expand", "Einsum"}, ops

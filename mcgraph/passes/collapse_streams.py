@@ -37,7 +37,9 @@ class CollapseStreams(GraphPass):
             raise self.error("needs every branch mask frozen to all C branches (K = C)")
 
     def call(self, gm: fx.GraphModule) -> PassResult:
-        for name in carried_dag(gm, self.name).block_names():
+        dag = carried_dag(gm, self.name)
+        dag.record(gm)                                  # the frozen choice outlives the masks
+        for name in dag.block_names():
             parent, _, leaf = name.rpartition(".")
             bb = gm.get_submodule(name)
             setattr(gm.get_submodule(parent) if parent else gm, leaf, OneStreamBlock(bb))

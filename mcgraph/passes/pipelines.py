@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from .base import GraphPass
+from .collapse_streams import CollapseStreams
 from .conv_adapters import ConvAdapters
 from .discover_blocks import DiscoverBlocks
 from .eliminate_dead import EliminateDead
@@ -43,13 +44,18 @@ def lower() -> list[GraphPass]:
     return [LowerMasks(), EliminateDead()]
 
 
-def compile_passes(level: str) -> list[GraphPass]:
-    """Freeze, then remove what no mask reads."""
-    return [Freeze(), PruneBranches()] if level == "branch" else [Freeze(), *lower()]
+def compile_passes(level: str, full: bool = False) -> list[GraphPass]:
+    """Freeze, then remove what no mask reads; a branch-level model whose every row reads all C
+    branches (``full``) becomes the original network on one stream."""
+    if level == "branch":
+        return [Freeze(), CollapseStreams()] if full else [Freeze(), PruneBranches()]
+    return [Freeze(), *lower()]
 
 
-def optimize(level: str) -> list[GraphPass]:
+def optimize(level: str, full: bool = False) -> list[GraphPass]:
     """What makes a compiled model as fast as its MACs (docs/design.md §8): shared adapters
     and the mean's scale as 1x1 convolutions (module level), streams as channels with the
-    BatchNorms folded (branch level)."""
-    return [FuseBranches()] if level == "branch" else [ConvAdapters()]
+    BatchNorms folded (branch level; nothing to do on one stream)."""
+    if level == "branch":
+        return [] if full else [FuseBranches()]
+    return [ConvAdapters()]

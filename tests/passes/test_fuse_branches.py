@@ -18,9 +18,12 @@ def test_fused_graph_equals_frozen_model(tmp_path, fan_in):
     frozen = freeze(gm).eval()
     plain, _ = mcgraph.compile(frozen, optimize=False)
     fast, rep = mcgraph.compile(frozen)
-    assert [p["name"] for p in rep.passes] == ["freeze", "prune_branches", "fuse_branches"]
-    assert all(isinstance(fast.get_submodule(b), FusedBranchBlock)
-               for b in ("layer1.0", "layer2.0", "layer3.2"))
+    if fan_in == 4:       # K = C: every row reads every branch, the original network on one stream
+        assert [p["name"] for p in rep.passes] == ["freeze", "collapse_streams"]
+    else:
+        assert [p["name"] for p in rep.passes] == ["freeze", "prune_branches", "fuse_branches"]
+        assert all(isinstance(fast.get_submodule(b), FusedBranchBlock)
+                   for b in ("layer1.0", "layer2.0", "layer3.2"))
     x = rand(2, 3, 8, 8, seed=fan_in)
     ref = eval_outputs(frozen, x)
     assert_same_outputs(ref, eval_outputs(fast, x), rel=1e-5)
@@ -32,7 +35,8 @@ def test_fused_graph_equals_frozen_model(tmp_path, fan_in):
     assert "BatchNormalization" not in ops and "Einsum" not in ops
     assert plain_ops.get("BatchNormalization", 0) > 0 or fan_in == 4
     # streams stay 4-D between blocks: the only Reshapes are the head's (stream mean, flatten)
-    assert ops.get("Reshape", 0) <= 2 < plain_ops.get("Reshape", 0)
+    assert ops.get("Reshape", 0) <= 2
+    assert fan_in == 4 or plain_ops.get("Reshape", 0) > 2     # one stream: none to remove
     assert ops["Conv"] == plain_ops["Conv"]
     # the parameters the report counts are the pruned model's, before BatchNorms fold
     assert rep.params_after == mcgraph.count_params(plain)
