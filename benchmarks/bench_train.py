@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import print_table, saved_activation_bytes  # noqa: E402
 
 import mcgraph  # noqa: E402
-from mcgraph.masks import mask_modules, set_grad_samples  # noqa: E402
+from mcgraph.mask_ops import set_grad_samples  # noqa: E402
+from mcgraph.masks import mask_modules
 from mcgraph.train.build import apply_connectivity, training_view  # noqa: E402
 from mcgraph.train.config import TrainConfig  # noqa: E402
 from mcgraph.train.step import Stepper  # noqa: E402

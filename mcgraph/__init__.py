@@ -7,13 +7,14 @@ from .api import CompileReport, compile, count_params, description, load, rewrit
 from .constraints import clip_masks_, constrain_masks_
 from .errors import Interrupted, McGraphError
 from .explain import Explanation, explain
+from .export import read_metadata
+from .fit import fit, tensor_data
 from .ir import ModuleDAG, dag_of
-from .masks import MaskConnect, freeze_masks, mask_parameters, param_groups, set_temperature
+from .mask_ops import freeze_masks, mask_parameters, param_groups, set_temperature
+from .masks import MaskConnect
 from .models import create_model, list_models, register_model
 from .passes import export_onnx, run_passes
 from .passes.freeze import freeze
-from .export import read_metadata
-from .fit import fit, tensor_data
 from .train.build import training_view
 from .train.config import TrainConfig
 from .train.data import load_data

@@ -18,7 +18,8 @@ from .datainfo import checkpoint_data
 from .errors import McGraphError
 from .io import atomic_path, check_out_path, write_text_atomic
 from .ir import dag_of
-from .masks import freeze_masks, mask_modules
+from .mask_ops import freeze_masks
+from .masks import mask_modules
 from .passes import export_onnx
 from .readiness import wiring_state
 

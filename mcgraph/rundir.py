@@ -119,3 +119,22 @@ def select_best(rows: list[dict[str, Any]], where: str = "experiment") -> dict[s
 
 def train_seconds(rows: list[dict[str, Any]]) -> float:
     return float(sum(r.get("seconds", 0.0) for r in rows))
+
+
+def check_new_run(out: Path, resume: bool, overwrite: bool, main: bool,
+                  where: str = "train") -> None:
+    """A new run never mixes with an old one: an out directory holding run files is refused
+    unless the run resumes it or is told to overwrite it (then the old files go first, so no
+    stale best.pt outlives its run)."""
+    if resume or not out.is_dir():
+        return
+    old = [n for n in RUN_FILES if (out / n).exists()]
+    if not old:
+        return
+    if not overwrite:
+        raise McGraphError(where, f"out {out} already holds a run ({', '.join(old)}); continue it "
+                                  "with resume=True, or start over with overwrite=True",
+                           ("resume", "overwrite", "out"))
+    if main:
+        for n in old:
+            (out / n).unlink()

@@ -6,7 +6,8 @@ from torch import nn
 
 import mcgraph
 from mcgraph.branches import BranchBlock, BranchMask, KHotMix
-from mcgraph.masks import mask_modules, process_grad, set_grad_samples
+from mcgraph.mask_ops import set_grad_samples
+from mcgraph.masks import mask_modules, process_grad
 
 
 def _rows(c, k, seed):

@@ -161,7 +161,7 @@ def test_enable_refuses_models_with_frozen_masks():
 
 
 def test_a_low_temperature_draws_the_top_k_on_the_device_too():
-    from mcgraph.masks import set_temperature
+    from mcgraph.mask_ops import set_temperature
     gm = _model(1)
     m = mask_modules(gm)[-1]
     with torch.no_grad():

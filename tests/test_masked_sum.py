@@ -6,8 +6,9 @@ import pytest
 import torch
 from helpers import CANDIDATE_STRIDES, assert_same_outputs, candidate_inputs, dense_masked_sum, rand
 
+from mcgraph.mask_ops import set_grad_samples
 from mcgraph.masked_sum import MaskedSum, candidate_grads
-from mcgraph.masks import adapt, mask_modules, set_grad_samples
+from mcgraph.masks import adapt, mask_modules
 
 # the candidates (helpers.CANDIDATE_SHAPES) have mixed shapes for an (N, 8, 4, 4) input; the
 # dense reference (helpers.dense_masked_sum) gives every candidate's mask gradient

@@ -167,7 +167,8 @@ def test_host_mirrors_follow_every_update(masked_resnet20):
     """The sampling state read without a device sync always equals the buffers and m~."""
     import copy
 
-    from mcgraph.masks import mask_modules, sync_masks_to_host
+    from mcgraph.mask_ops import sync_masks_to_host
+    from mcgraph.masks import mask_modules
     gm = masked_resnet20(fan_in=2, init="uniform")
     masks = mask_modules(gm)
     opt = torch.optim.SGD(mcgraph.mask_parameters(gm), lr=0.3)

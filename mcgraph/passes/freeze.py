@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from torch import fx
 
-from ..masks import freeze_masks, mask_modules
+from ..mask_ops import freeze_masks
+from ..masks import mask_modules
 from .base import EXACT, GraphPass, PassResult
 
 

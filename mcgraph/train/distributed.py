@@ -87,3 +87,11 @@ def barrier(d: Dist) -> None:
 def shutdown(d: Dist) -> None:
     if d.enabled and d.owned and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def agree(dist: Dist, device: torch.device, bad: bool, stop: bool) -> tuple[bool, bool]:
+    """Ranks decide together (a rank that stops alone would hang the others' all-reduce)."""
+    if not dist.enabled:
+        return bad, stop
+    b, s = all_sum([float(bad), float(stop)], dist, device)
+    return b > 0, s > 0

@@ -30,19 +30,16 @@ from ..api import load
 from ..device import machine_info, resolve_device
 from ..errors import Interrupted, McGraphError
 from ..io import remove_stale_temps
-from ..masks import freeze_masks, mask_modules, set_grad_samples, set_temperature
+from ..mask_ops import set_grad_samples, set_temperature
+from ..masks import mask_modules
 from . import distributed as D
 from .build import apply_connectivity, build_model, checkpoint_options, is_checkpoint, training_view
 from .config import TrainConfig
 from .data import Data, load_data, make_loader
+from .epoch_end import EpochEnd
+from .freeze import FreezeTransition, weights_of
 from .metrics import (
-    chosen_changed,
     chosen_sets,
-    evaluate,
-    freeze_margins,
-    mask_entropy,
-    recalibrate_bn,
-    summarize,
 )
 from .optim import GROUPS, make_schedule, set_base_lrs
 from .resume import Changes, describe_changes, merge_pending, record_changes, resume_config
@@ -91,7 +88,7 @@ def train(cfg: TrainConfig, data: Data | None = None, model: fx.GraphModule | No
         D.shutdown(dist)
 
 
-class Trainer:
+class Trainer(FreezeTransition, EpochEnd):
     """One run: set-up, restore, step, freeze transition, epoch, evaluation, checkpoints."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, dist: D.Dist,
@@ -127,17 +124,7 @@ class Trainer:
         self.good: str | None = None          # the last good checkpoint, for a divergence
         self.pending: dict[str, Any] | None = None    # resume changes the next row reports
         self.last_loss, self.stop = float("nan"), None
-        check_out_dir(self.out, cfg, dist.main)
-        D.barrier(dist)                       # every rank has looked before rank 0 writes
-        if dist.main:
-            if self.out.exists() and not self.out.is_dir():
-                raise McGraphError(WHERE, f"out {self.out} is not a directory", "out")
-            try:
-                self.out.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise McGraphError(WHERE, f"out {self.out}: cannot create the directory "
-                                          f"({e.strerror or e})", "out") from None
-            remove_stale_temps(self.out, rundir.RUN_FILES)
+        self._prepare_out()
         if ckpt:
             self.restore(ckpt["train"])
             if changes:
@@ -145,15 +132,40 @@ class Trainer:
         elif dist.main:
             self._write_config()
         self.learning = any(not m.is_frozen for m in mask_modules(self.model))
-        if (cfg.target_macs or cfg.target_blocks) and self.learning:
-            from ..target import costs
-            costs(self.model)                    # K=1, module level: refused now, not at the freeze
-        self.init_weights = None                 # reinit_at_freeze: the weights at step 0
-        if cfg.reinit_at_freeze and self.learning:
-            saved = ckpt["train"].get("init_weights") if ckpt else None
-            self.init_weights = saved if saved is not None else weights_of(self.model)
+        self.init_weights = self._learning_setup(ckpt)
         net = self.model if self.learning else training_view(self.model)
         self.stepper.set_net(D.wrap(net, dist, device, find_unused=net is self.model))
+
+    def _prepare_out(self) -> None:
+        """Refuse an out directory holding another run (every rank looks before rank 0 writes),
+        create it, and clear what a killed writer left."""
+        cfg, dist = self.cfg, self.dist
+        rundir.check_new_run(self.out, cfg.resume, cfg.overwrite, dist.main, WHERE)
+        D.barrier(dist)
+        if not dist.main:
+            return
+        if self.out.exists() and not self.out.is_dir():
+            raise McGraphError(WHERE, f"out {self.out} is not a directory", "out")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise McGraphError(WHERE, f"out {self.out}: cannot create the directory "
+                                      f"({e.strerror or e})", "out") from None
+        remove_stale_temps(self.out, rundir.RUN_FILES)
+
+    def _learning_setup(self, ckpt: dict[str, Any] | None) -> dict[str, torch.Tensor] | None:
+        """Checks a size target now (not at the freeze); the initial weights ``reinit_at_freeze``
+        restarts from (saved in checkpoints until the freeze), or None."""
+        cfg = self.cfg
+        if not self.learning:
+            return None
+        if cfg.target_macs or cfg.target_blocks:
+            from ..target import costs
+            costs(self.model)                    # K=1, module level: refused now
+        if not cfg.reinit_at_freeze:
+            return None
+        saved = ckpt["train"].get("init_weights") if ckpt else None
+        return saved if saved is not None else weights_of(self.model)
 
     @property
     def net(self) -> nn.Module:
@@ -287,59 +299,6 @@ class Trainer:
         """This epoch so far, summed over ranks (every rank stops at the same step)."""
         return D.all_sum(sums, self.dist, self.device) + [time.perf_counter() - t0]
 
-    def maybe_freeze(self) -> None:
-        """At ``freeze_step``: fix the masks and fine-tune on the lowered graph from then on."""
-        if self.learning and self.step >= self.freeze_step:
-            self.check_finite()            # lowering a diverged network fails less clearly
-            self.stepper.sync_host()
-            self.freeze_stats = {"step": self.step, "mask_entropy": mask_entropy(self.model),
-                                 **freeze_margins(self.model), **self.why_at_freeze()}
-            self.freeze_to_choice()
-            set_temperature(self.model, 1.0)
-            self.learning = False
-            if self.init_weights is not None:          # the learned wiring, retrained
-                self.restart_weights()
-            view = training_view(self.model)
-            self.stepper.set_net(D.wrap(view, self.dist, self.device,
-                                        find_unused=view is self.model))
-
-    def freeze_to_choice(self) -> None:
-        """Top-K of every mask, or with a size target the likeliest chain within it (recorded
-        in the freeze row: its blocks and MACs fraction)."""
-        cfg = self.cfg
-        if cfg.target_macs is None and cfg.target_blocks is None:
-            freeze_masks(self.model)
-            return
-        from .. import target
-        chain = target.freeze_to_target(self.model, macs=cfg.target_macs, blocks=cfg.target_blocks)
-        if self.freeze_stats is not None:
-            self.freeze_stats["target"] = {"macs": cfg.target_macs, "blocks": cfg.target_blocks,
-                                           "chain_blocks": len(chain),
-                                           "macs_fraction": target.fraction(self.model)}
-
-    def restart_weights(self) -> None:
-        """``reinit_at_freeze``: the weights (and BatchNorm statistics) back to their values at
-        step 0 and the optimizer's momentum cleared; the masks keep their frozen choice."""
-        self.model.load_state_dict(self.init_weights, strict=False)
-        self.opt.state.clear()
-        self.init_weights = None
-
-    def why_at_freeze(self) -> dict[str, Any]:
-        """What the masks chose against what the network prefers, at the moment they freeze
-        (mcgraph.why): the summary and, per live row, the choice, the best alternative and the
-        margin. Rank 0 only; nothing without a validation split or with why_batches 0."""
-        if not (self.cfg.why_batches and self.dist.main and self.data.val is not None):
-            return {}
-        from ..why import why
-        r = why(self.model, self.data, batches=self.cfg.why_batches, device=self.device)
-        rows = [{"mask": w.mask, "row": w.row, "slot": w.slot, "chosen": w.chosen,
-                 "best_other": w.candidates[1 + min(range(len(w.loss) - 1),
-                                                    key=lambda i: w.loss[i + 1])],
-                 "margin": round(w.margin, 5),
-                 "spearman": None if w.spearman is None else round(w.spearman, 4)}
-                for w in r.rows]
-        return {"why": {**r.summary(), "per_row": rows}}
-
     def _mask_batches(self, epoch: int):
         """``mask_batches='other'``: the batches the masks learn from, batch b of an epoch drawn
         from another shuffle of the training images (so a resumed run draws the same); None
@@ -361,7 +320,7 @@ class Trainer:
             set_temperature(self.model, max(ANNEAL_FLOOR, 1.0 - progress))
         def check(loss: torch.Tensor) -> bool:
             asked = stop_asked or bool(self.stop and self.stop.set)     # a signal in this step
-            bad, stopping = agree(self.dist, self.device, not bool(torch.isfinite(loss)), asked)
+            bad, stopping = D.agree(self.dist, self.device, not bool(torch.isfinite(loss)), asked)
             if bad:   # every rank stops together; last.pt keeps the last good state
                 raise self.diverged(f"loss is not finite ({float(loss.detach())}) at epoch "
                                     f"{self.epoch + 1}, step {self.step + 1}")
@@ -370,71 +329,6 @@ class Trainer:
         self.sched.step()
         self.step += 1
         return loss, logits, stopping
-
-    def evaluate(self) -> dict[str, dict[str, float]]:
-        """Validation and test metrics of the eval (top-K) wiring, summed over ranks. While masks
-        learn, on a copy whose BatchNorm statistics were re-estimated for that wiring."""
-        self.stepper.sync_host()
-        net, n = self.net, self.cfg.bn_recalibration_batches
-        dtype = self.stepper.dtype
-        if self.learning and n:
-            calib = make_loader(self.data, "train", self.cfg.batch_size, shuffle=True,
-                                augment=False, seed=self.cfg.seed,
-                                device=self.device)    # the same on every rank
-            net = recalibrate_bn(self.model, itertools.islice(iter(calib), n), self.amp,
-                                 self.channels_last, dtype)
-        out = {}
-        for split in ("val", "test") if self.data.val is not None else ("test",):
-            m = evaluate(net, self._loader(split, 0), self.data.spec.num_classes, self.amp,
-                         self.channels_last, dtype)
-            out[split] = summarize(D.all_sum(m["sums"], self.dist, self.device),
-                                   self.data.spec.num_classes)
-        return out
-
-    def end_epoch(self, before: dict, sums: list[float], seconds: float) -> None:
-        """Evaluate, log a metrics row, save best.pt (best validation accuracy; without a
-        validation split, the latest epoch) and last.pt, move to the next epoch."""
-        D.sync_batchnorm_buffers(self.model, self.dist)
-        tr, ev = D.all_sum(sums, self.dist, self.device), self.evaluate()
-        test, val = ev["test"], ev.get("val")
-        self.last_acc = test["acc"]
-        row = {"epoch": self.epoch + 1, "step": self.step, "train_loss": tr[0] / max(tr[2], 1),
-               "train_acc": 100 * tr[1] / max(tr[2], 1),
-               **({"val_acc": val["acc"], "val_loss": val["loss"]} if val else {}),
-               "test_acc": test["acc"],
-               "test_loss": test["loss"], **({"test_top5": test["top5"]} if "top5" in test else {}),
-               "lr": self.opt.param_groups[0]["lr"], "mask_lr": self.opt.param_groups[1]["lr"],
-               "masks_frozen": all(m.is_frozen for m in mask_modules(self.model)),
-               "bn_recalibrated": self.learning and self.cfg.bn_recalibration_batches > 0,
-               "mask_entropy": mask_entropy(self.model),
-               "chosen_changed": chosen_changed(before, chosen_sets(self.model)),
-               "images_per_s": tr[2] / max(seconds, 1e-9), "seconds": seconds}
-        if self.freeze_stats and self.freeze_stats.get("epoch") is None:
-            self.freeze_stats["epoch"] = self.epoch + 1      # reported once, in this epoch's row
-            row["freeze"] = self.freeze_stats
-        if self.pending:                   # settings a resume changed in this epoch
-            row["overrides"], self.pending = self.pending, None
-        self.history.append(row)
-        self.epoch, self.batch0, self.epoch_chosen = self.epoch + 1, 0, None
-        # every rank computes the same sums, so every rank makes the same choice; an epoch whose
-        # masks still learn is no candidate: its checkpoint is not ready to compile
-        improved = not self.learning and (val is None or self.best_val is None
-                                          or val["acc"] > self.best_val)
-        if improved:
-            self.best, self.best_val, self.best_epoch = test["acc"], val and val["acc"], self.epoch
-        self.check_finite()                # on every rank, before rank 0 alone saves
-        if not self.dist.main:
-            return
-        rundir.append_metrics(self.out, row, WHERE)
-        if improved:
-            self.save("best.pt", self.epoch, 0)
-        self.save("last.pt", self.epoch, 0)
-        if self.cfg.progress:
-            vtxt = f"val {val['acc']:.2f}%  " if val else ""
-            tqdm.write(f"epoch {self.epoch}/{self.cfg.epochs}  loss {row['train_loss']:.3f}  "
-                       f"train {row['train_acc']:.1f}%  {vtxt}test {test['acc']:.2f}%  entropy "
-                       f"{row['mask_entropy']:.2f}  changed {row['chosen_changed']}  "
-                       f"{row['images_per_s']:.0f} img/s")
 
     def check_finite(self) -> None:
         params = [p.detach() for p in self.model.parameters()]
@@ -475,36 +369,3 @@ class Trainer:
                     disable=not (self.cfg.progress and self.dist.main),
                     desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", leave=False,
                     dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
-
-
-def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of ``model``'s state without its masks' entries (their values, draw counters)."""
-    from ..masks import KHotMask
-    skip = tuple(f"{p}." for p, m in model.named_modules() if isinstance(m, KHotMask))
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(skip)}
-
-
-def check_out_dir(out: Path, cfg: TrainConfig, main: bool) -> None:
-    """A new run never mixes with an old one: an out directory holding run files is refused
-    unless the run resumes it or is told to overwrite it (then the old files go first, so no
-    stale best.pt outlives its run)."""
-    if cfg.resume or not out.is_dir():
-        return
-    old = [n for n in rundir.RUN_FILES if (out / n).exists()]
-    if not old:
-        return
-    if not cfg.overwrite:
-        raise McGraphError(WHERE, f"out {out} already holds a run ({', '.join(old)}); continue it "
-                                  "with resume=True, or start over with overwrite=True",
-                           ("resume", "overwrite", "out"))
-    if main:
-        for n in old:
-            (out / n).unlink()
-
-
-def agree(dist: D.Dist, device: torch.device, bad: bool, stop: bool) -> tuple[bool, bool]:
-    """Ranks decide together (a rank that stops alone would hang the others' all-reduce)."""
-    if not dist.enabled:
-        return bad, stop
-    b, s = D.all_sum([float(bad), float(stop)], dist, device)
-    return b > 0, s > 0

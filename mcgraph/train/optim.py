@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from ..masks import param_groups
+from ..mask_ops import param_groups
 from .config import TrainConfig
 
 GROUPS = {"lr": "weights", "mask_lr": "masks"}     # config field -> optimizer group

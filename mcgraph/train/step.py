@@ -30,7 +30,8 @@ from torch import nn
 from .. import device_wiring
 from ..constraints import constrain_masks_
 from ..errors import McGraphError
-from ..masks import mask_modules, renormalize_mask_grads_, sync_masks_to_host
+from ..mask_ops import renormalize_mask_grads_, sync_masks_to_host
+from ..masks import mask_modules
 from .config import TrainConfig
 from .optim import make_optimizer
 

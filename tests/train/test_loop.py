@@ -68,7 +68,9 @@ def test_ctrl_c_saves_and_resumes(tmp_path, synthetic):
     ckpt = torch.load(tmp_path / "run/last.pt", weights_only=True)
     step = ckpt["train"]["step"]
     assert step > 0
-    res = train(train_config(tmp_path, resume=True, max_steps=step + 3), data=synthetic)
+    # from Python, a setting other than its default counts as given: the saved run's epochs
+    res = train(train_config(tmp_path, resume=True, epochs=200, max_steps=step + 3),
+                data=synthetic)
     assert res.steps == step + 3
 
 
@@ -167,7 +169,7 @@ def test_resnext_trains_learned_and_fixed_full_unchanged(tmp_path, synthetic):
 
 
 def test_renormalize_after_unscale_restores_unit_rms(masked_resnet20):
-    from mcgraph.masks import renormalize_mask_grads_
+    from mcgraph.mask_ops import renormalize_mask_grads_
     gm = masked_resnet20(fan_in=2)
     m = mask_modules(gm)[-1]
     m.mask.grad = torch.linspace(-1, 1, m.num_candidates) / 65536.0   # what unscale_ leaves
@@ -228,11 +230,11 @@ def _signal_at(monkeypatch, step, *signals):
     from mcgraph.train.loop import Trainer
     real = Trainer.train_step
 
-    def step_and_signal(self, x, y, stop_asked):
+    def step_and_signal(self, x, y, stop_asked, *rest):
         if self.step + 1 == step:
             for s in signals:
                 signal.raise_signal(s)
-        return real(self, x, y, stop_asked)
+        return real(self, x, y, stop_asked, *rest)
     monkeypatch.setattr(Trainer, "train_step", step_and_signal)
 
 

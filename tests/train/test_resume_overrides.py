@@ -53,7 +53,8 @@ def test_the_new_rate_is_the_one_the_steps_use(tmp_path, synthetic):
     torch.save(ckpt, tmp_path / "b/run/last.pt")
     (tmp_path / "b/run/metrics.jsonl").write_text("")
     train(train_config(tmp_path / "a", resume=True, lr=0.01), data=synthetic, given=("lr",))
-    train(train_config(tmp_path / "b", resume=True), data=synthetic)
+    # from Python a setting other than its default counts as given: b states its saved rate
+    train(train_config(tmp_path / "b", resume=True, lr=0.01), data=synthetic)
     a = torch.load(tmp_path / "a/run/last.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b/run/last.pt", weights_only=True)["state_dict"]
     bad = [k for k in a if not torch.equal(a[k], b[k])]
