@@ -17,7 +17,7 @@ def _sizes(ctx, param, value: str) -> tuple[int, ...]:
         raise click.BadParameter(f"expected numbers like 1,64, got '{value}'") from None
 
 
-@main.command("bench")
+@main.command("bench", short_help="Time ONNX files side by side.")
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @config_option(B, "baseline", type=click.Path(dir_okay=False),
                help="Reference ONNX file (the original model): ratios are measured against it, "
@@ -30,8 +30,14 @@ def _sizes(ctx, param, value: str) -> tuple[int, ...]:
 @config_option(B, "device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_cmd(models, baseline, batch_sizes, repeats, warmup, threads, device, as_json):
-    """onnxruntime latency (p50, p90), throughput, parameters and MACs of ONNX files side by
-    side; with --baseline, latency and MAC ratios measured interleaved."""
+    """Time ONNX files in onnxruntime side by side: latency, throughput, parameters, MACs.
+
+    \b
+    mcgraph bench slim.onnx --baseline original.onnx --batch-sizes 1,64
+
+    With --baseline, latency and MAC ratios to it are measured interleaved (a slow moment of the
+    machine lands on every model alike). --device cuda uses the CUDA provider with the input
+    bound on the device (IOBinding)."""
     from ..bench import benchmark
     cfg = BenchConfig(models=tuple(models), baseline=baseline, batch_sizes=batch_sizes,
                       repeats=repeats, warmup=warmup, threads=threads, device=device)

@@ -11,7 +11,7 @@ from ._common import config_option, emit_json, table, trust_code_option
 C = CompileConfig
 
 
-@main.command("compile")
+@main.command("compile", short_help="Compile a checkpoint to ONNX.")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @config_option(C, "out", "-o", "--out", required=True, type=click.Path(dir_okay=False),
                help="ONNX file to write (at --precision).")
@@ -36,8 +36,17 @@ C = CompileConfig
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compile_cmd(checkpoint, out, report, no_verify, opset, precision, data, data_dir, calib_images,
                 calib_seed, per_channel, int8_scheme, eval_images, trust_code, as_json):
-    """Freeze masks, remove unread modules, export ONNX and verify it in onnxruntime; then, for
-    --precision fp16 or int8, convert that file and check it against fp32."""
+    """Compile a checkpoint to ONNX: freeze the masks, remove what no block reads, export, verify.
+
+    \b
+    mcgraph compile runs/r20/best.pt -o model.onnx
+    mcgraph compile runs/r20/best.pt -o model.int8.onnx --precision int8 --data fashion-mnist
+
+    The fp32 export is always checked against PyTorch in onnxruntime; --precision fp16 or int8
+    converts that file (fp16 checked within a tolerance, int8 shown with its loss). A checkpoint
+    whose masks are still learning, or whose top-K is a tie, is refused (with --data, learning
+    masks are frozen and BatchNorm re-estimated). The file carries its input contract in its
+    metadata (docs/onnx-contract.md)."""
     cfg = CompileConfig(checkpoint=checkpoint, out=out, report=report, verify=not no_verify,
                         opset=opset, precision=precision, data=data, data_dir=data_dir,
                         calib_images=calib_images, calib_seed=calib_seed, per_channel=per_channel,

@@ -7,7 +7,7 @@ from . import main
 from ._common import emit_json, table, trust_code_option
 
 
-@main.command("eval")
+@main.command("eval", short_help="Test accuracy of a checkpoint or ONNX file.")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", default="fashion-mnist", show_default=True)
 @click.option("--data-dir", default=None)
@@ -19,7 +19,10 @@ from ._common import emit_json, table, trust_code_option
 @trust_code_option()
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(model, data, data_dir, batch_size, device, max_samples, trust_code, as_json):
-    """Test accuracy, in percent, of a checkpoint (PyTorch) or an ONNX file (onnxruntime).
+    """Measure test accuracy, in percent, of a checkpoint (PyTorch) or an ONNX file (onnxruntime).
+
+    \b
+    mcgraph eval model.onnx --data fashion-mnist
 
     Refuses a model whose class count or input size is not the data set's; warns when the
     model was trained with another normalization or other class names than the data set's."""

@@ -7,7 +7,7 @@ from . import main
 from ._common import table
 
 
-@main.command("experiment")
+@main.command("experiment", short_help="Run and render a grid of training runs.")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--out", default="runs/experiment", show_default=True,
               help="Root of the run directories.")
@@ -27,13 +27,14 @@ from ._common import table
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def experiment_cmd(spec, out, seeds, tables, only, render_to, render_only, dry_run,
                    remeasure_latency, no_progress):
-    """Run the grid of SPEC (JSON or TOML) resumably: finished runs are skipped, stopped ones
-    resumed.
+    """Run a grid of training runs from SPEC (JSON or TOML), resumably, and render its results.
 
     \b
     mcgraph experiment experiments/results.json --table table1 --seeds 3 --render docs/results.md
     mcgraph experiment tables.json --render-only --out docs/results/runs --render docs/results.md
-    """
+
+    Finished runs are skipped and stopped ones resumed; each run is compiled and timed in
+    onnxruntime."""
     from ..experiment import load_spec, plan, render, run_experiment
     from ..experiment.render import check_page
     from ..experiment.spec import check_dir_path

@@ -11,7 +11,7 @@ from . import main
 from ._common import emit_json, explain_table, table, trust_code_option
 
 
-@main.command("inspect")
+@main.command("inspect", short_help="Show (and explain) a checkpoint's connectivity.")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the connectivity as JSON.")
 @click.option("--png", type=click.Path(dir_okay=False), default=None,
@@ -31,9 +31,14 @@ from ._common import emit_json, explain_table, table, trust_code_option
 @trust_code_option()
 def inspect_cmd(checkpoint, as_json, png, explain, why_, data, data_dir, why_batches, bn,
                 trust_code):
-    """Show the connectivity: per module its candidates, mask values and chosen inputs.
+    """Show a checkpoint's connectivity: each module's candidates, mask values and chosen inputs.
 
-    mcgraph inspect run/best.pt --why --data fashion-mnist --png why.png"""
+    \b
+    mcgraph inspect runs/r20/best.pt --png connectivity.png
+    mcgraph inspect runs/r20/best.pt --why --data fashion-mnist
+
+    --why measures whether each mask picked the input the network prefers (the validation loss
+    with each candidate swapped in)."""
     if png:
         check_out_path(png, "inspect")
     if why_ and not data:

@@ -11,7 +11,7 @@ from . import main
 from ._common import config_option, emit_json, explain_table, model_arg_option, parse_size, table
 
 C = RewriteConfig
-@main.command("rewrite")
+@main.command("rewrite", short_help="Rewrite a network with learnable masks.")
 @click.argument("model")
 @config_option(C, "fan_in", "--fan-in", "-k", type=int, help="K: inputs each module reads "
                "(required unless only --explain).")
@@ -42,7 +42,11 @@ C = RewriteConfig
               "inputs no adapter can reach; with -o, rewrite too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def rewrite_cmd(model, input_size, modules, explain, as_json, **options):
-    """Rewrite MODEL so every block reads a learnable K-sparse sum of earlier blocks.
+    """Rewrite a network so every block reads a learnable K-sparse sum of earlier blocks' outputs.
+
+    \b
+    mcgraph rewrite resnet20 -k 1 --in-channels 1 --input-size 28x28 -o masked.pt
+    mcgraph rewrite path/to/net.py:make --explain
 
     MODEL is a registered name, torchvision:NAME, timm:NAME, path/file.py:factory or
     package.module:factory (the factory is called with the --model-arg values)."""

@@ -13,7 +13,7 @@ from ._common import config_option, emit_json, model_arg_option, table, trust_co
 C = TrainConfig
 
 
-@main.command("train")
+@main.command("train", short_help="Train weights and connectivity.")
 @click.argument("model")
 @model_arg_option()
 @trust_code_option()
@@ -81,11 +81,17 @@ C = TrainConfig
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train_cmd(model, out, no_progress, as_json, **options):
-    """Train weights and connectivity of MODEL: a masked checkpoint, or a model source (a
-    registered name, torchvision:NAME, timm:NAME, path/file.py:factory or package.module:factory)
-    rewritten on the fly. A checkpoint (or --resume's last.pt) whose model is a file or module
-    source is rebuilt only with --trust-code, or when MODEL is that source itself. Ctrl-C or
-    SIGTERM saves last.pt and exits with 130; a second one aborts."""
+    """Train a network's weights and connectivity on a data set; writes a run directory.
+
+    \b
+    mcgraph train resnet20 -k 1 --data fashion-mnist --epochs 2 --out runs/r20
+    mcgraph train masked.pt --data imagefolder:photos --target-macs 0.5 --out runs/mine
+
+    MODEL is a masked checkpoint, or a model source (a registered name, torchvision:NAME,
+    timm:NAME, path/file.py:factory or package.module:factory) rewritten on the fly. A checkpoint
+    (or --resume's last.pt) whose model is a file or module source is rebuilt only with
+    --trust-code, or when MODEL is that source itself. An OUT holding a run needs --resume or
+    --overwrite. Ctrl-C or SIGTERM saves last.pt and exits with 130; a second one aborts."""
     from ..train.loop import train
     out = out or os.path.join("runs", _run_name(model))
     cfg = TrainConfig(model=model, out=out, progress=not (no_progress or as_json), **options)
