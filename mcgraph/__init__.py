@@ -10,6 +10,7 @@ from .explain import Explanation, explain
 from .export import read_metadata
 from .fit import fit, tensor_data
 from .ir import ModuleDAG, dag_of
+from .jobs import compile_file
 from .mask_ops import freeze_masks, mask_parameters, param_groups, set_temperature
 from .masks import MaskConnect
 from .models import create_model, list_models, register_model
@@ -29,4 +30,4 @@ __all__ = ["CompileReport", "Interrupted", "McGraphError", "MaskConnect", "Modul
            "freeze", "freeze_masks", "list_models", "load", "mask_parameters",
            "register_model", "rewrite", "run_passes", "save", "fit", "tensor_data",
            "TrainConfig", "TrainResult", "param_groups", "set_temperature", "recalibrate_bn",
-           "read_metadata", "why", "load_data", "training_view"]
+           "read_metadata", "why", "load_data", "training_view", "compile_file"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -165,3 +166,11 @@ def verify_onnx(masked: torch.nn.Module, path: Path, batch_sizes: tuple[int, ...
     finally:
         masked.train(was)
     return worst
+
+
+def compile_file(checkpoint: str | os.PathLike, out: str | os.PathLike,
+                 **options: Any) -> CompileReport:
+    """``mcgraph compile`` from Python: compile a checkpoint to a verified ONNX file that carries
+    its metadata (data set, normalization, class names, wiring). ``options`` are
+    :class:`~mcgraph.config.CompileConfig` fields (``precision``, ``data``, ``opset``, ...)."""
+    return compile_checkpoint(CompileConfig(checkpoint=str(checkpoint), out=str(out), **options))
