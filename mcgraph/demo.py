@@ -196,3 +196,24 @@ def committed_baseline(cfg: DemoConfig, acc: float, config: str = "fixed-prev",
             "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
             "gain_points": acc - mean, "trained_on": ", ".join(cpus), "this_machine": here,
             "comparable": cpus == [here]}
+
+
+DEMO_TABLE = "demo"      # the table of experiments/results.json whose runs are the baseline
+
+
+def write_baseline(table: str, title: str, groups: list) -> Path:
+    """The demo's baseline as package data (:data:`BASELINE`), written by the experiment
+    renderer from the demo table's finished runs (``groups``): each with its recipe and the
+    CPU it trained on, so that an installed ``mcgraph demo`` compares itself only with runs of
+    the same budget and says whether they ran on this kind of machine."""
+    from .io import write_text_atomic
+    from .rundir import read_config
+    runs = [{"config": g.config, "model": g.model, "seed": r.seed,
+             "test_acc": r.result["test_acc"], "val_acc": r.result.get("best_val_acc"),
+             "processor": (r.result.get("machine") or {}).get("processor"),
+             "recipe": {k: (read_config(r.dir) or {}).get(k) for k in SAME_BUDGET}}
+            for g in groups for r in g.runs if r.result is not None]
+    BASELINE.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(BASELINE, json.dumps({"table": table, "title": title, "runs": runs},
+                                           indent=1) + "\n", "experiment")
+    return BASELINE

@@ -30,6 +30,7 @@ class Measured:
     onnx_path: Path
     latency_ms: dict[int, float] = field(default_factory=dict)   # batch -> median ms
     provider: str = ""
+    macs: int | None = None            # one image, counted from the ONNX graph
 
 
 def time_onnx(path: str | Path, shape: tuple[int, ...], batches: tuple[int, ...] = BATCHES,
@@ -55,7 +56,8 @@ def compile_export_time(masked: fx.GraphModule, onnx_path: str | Path, *,
         from .jobs import verify_onnx
         report.onnx_max_abs_diff = verify_onnx(masked, path)
     lat, provider = time_onnx(path, shape, batches, repeats, device)
-    return Measured(slim, report, path, lat, provider)
+    from .onnx_stats import onnx_macs
+    return Measured(slim, report, path, lat, provider, onnx_macs(path))
 
 
 def original_onnx(masked: fx.GraphModule, path: str | Path) -> Path:

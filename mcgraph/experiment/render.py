@@ -9,7 +9,6 @@ The copied folder has the run root's layout, so the page re-renders from it alon
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import statistics
@@ -19,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import default
+from ..demo import DEMO_TABLE, write_baseline
+from ..errors import McGraphError
 from ..io import atomic_path, write_text_atomic
-from ..rundir import CONFIG, METRICS, RESULT, read_config, read_metrics, read_result
+from ..rundir import CONFIG, METRICS, RESULT, read_metrics, read_result
 from ..train.config import TrainConfig
 from .spec import WHERE, Spec, TableSpec, check_dir_path, run_dir, run_name
 
@@ -71,40 +72,36 @@ def render(spec: Spec, root: str | os.PathLike, path_md: str | os.PathLike, *,
              "that of the epoch selected on validation accuracy (the last epoch when a run has no "
              "validation split); latency is onnxruntime on CPU, median per batch.", ""]
     all_runs: list[RunData] = []
+    by_table: dict[str, list[Group]] = {}
     for t in spec.tables:
-        groups = collect(t, root)
+        groups = by_table[t.name] = collect(t, root)
         for g in groups:
             all_runs.extend(g.runs)
             if copy_runs:
                 for r in g.runs:
                     _copy_small(r.dir, run_dir(assets / "runs", t.name, r.config, r.model, r.seed))
         lines += table_section(t, groups, assets, len(t.models) > 1)
+        lines += _pareto_picture(t, groups, by_table, spec, root, assets)
         if t.name == DEMO_TABLE:
-            write_demo_baseline(t, groups)
+            write_baseline(t.name, t.title, groups)
     lines += budget_section(spec, all_runs)
     write_text_atomic(path_md, "\n".join(lines).rstrip() + "\n", WHERE)
     return path_md
 
 
-DEMO_TABLE = "demo"
-
-
-def write_demo_baseline(t: TableSpec, groups: list[Group]) -> Path:
-    """The demo's baseline as package data (``mcgraph/data/demo_baseline.json``): each
-    config's finished runs of the demo table with their recipe and the CPU they trained on,
-    so an installed ``mcgraph demo`` can compare itself with runs of the same budget and say
-    whether they ran on this kind of machine (see mcgraph.demo)."""
-    from .. import demo
-    runs = [{"config": g.config, "model": g.model, "seed": r.seed,
-             "test_acc": r.result["test_acc"], "val_acc": r.result.get("best_val_acc"),
-             "processor": (r.result.get("machine") or {}).get("processor"),
-             "recipe": {k: (read_config(r.dir) or {}).get(k) for k in demo.SAME_BUDGET}}
-            for g in groups for r in g.runs if r.result is not None]
-    path = demo.BASELINE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps({"table": t.name, "title": t.title, "runs": runs},
-                                       indent=1) + "\n", WHERE)
-    return path
+def _pareto_picture(t: TableSpec, groups: list[Group], by_table: dict[str, list[Group]],
+                    spec: Spec, root: str | os.PathLike, assets: Path) -> list[str]:
+    """The table drawn with the ones it names (``figure_with``): every run and the front."""
+    if not t.figure_with:
+        return []
+    from .pareto import draw
+    names = {x.name: x for x in spec.tables}
+    unknown = [n for n in t.figure_with if n not in names]
+    if unknown:
+        raise McGraphError(WHERE, f"table {t.name}: figure_with names no table: {unknown}")
+    others = [g for n in t.figure_with for g in by_table.get(n) or collect(names[n], root)]
+    path = draw(others + groups, assets / f"{t.name}_pareto.png", t.title)
+    return [f"![{t.name} pareto]({assets.name}/{path.name})", ""] if path else []
 
 
 def check_page(path_md: str | os.PathLike) -> Path:

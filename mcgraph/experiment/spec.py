@@ -6,6 +6,7 @@ lost.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -23,7 +24,8 @@ WHERE = "experiment"
 REF = "run:"                      # "run:OTHER": a value taken from config OTHER's run
 SET_BY_RUNNER = ("model", "seed", "out", "resume", "progress")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")   # becomes a directory name
-_TABLE_KEYS = {"name", "title", "recipe", "models", "seeds", "configs", "compare", "notes"}
+_TABLE_KEYS = {"name", "title", "recipe", "models", "seeds", "configs", "compare", "notes",
+               "figure_with"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class TableSpec:
     title: str = ""
     compare: tuple[tuple[str, str], ...] = ()
     notes: str = ""
+    figure_with: tuple[str, ...] = ()      # tables drawn with this one (experiment/pareto.py)
 
     def config(self, name: str) -> ConfigSpec:
         return next(c for c in self.configs if c.name == name)
@@ -84,7 +87,7 @@ class Spec:
 
 
 def _replace_seeds(t: TableSpec, seeds: tuple[int, ...]) -> TableSpec:
-    return TableSpec(t.name, t.configs, t.models, seeds, t.recipe, t.title, t.compare, t.notes)
+    return dataclasses.replace(t, seeds=seeds)
 
 
 @dataclass(frozen=True)
@@ -251,8 +254,11 @@ def _table(t: Any, i: int) -> TableSpec:
             raise McGraphError(WHERE, f"{where}: {key} must be a string")
     _unique(models, f"{where}: model")
     _unique(seeds, f"{where}: seed")
+    figure_with = t.get("figure_with", [])
+    if not isinstance(figure_with, list) or not all(isinstance(x, str) for x in figure_with):
+        raise McGraphError(WHERE, f"{where}: figure_with must be a list of table names")
     return TableSpec(name, tuple(cs), tuple(models), tuple(seeds), recipe, t.get("title", ""),
-                     tuple((a, b) for a, b in compare), t.get("notes", ""))
+                     tuple((a, b) for a, b in compare), t.get("notes", ""), tuple(figure_with))
 
 
 def _validate_table(t: TableSpec) -> None:
