@@ -4,6 +4,9 @@
 #   OUT=gpu-out bash benchmarks/gpu_session.sh tests step          # CUDA tests, step table
 #   OUT=gpu-out bash benchmarks/gpu_session.sh infer DIR...        # inference table (see bench_gpu.py)
 #   OUT=gpu-out TABLE_S=420 bash benchmarks/gpu_session.sh table1  # Table 1 at a GPU budget
+#   OUT=gpu-out GRID_S=420 bash benchmarks/gpu_session.sh grid table2_gpu:learned-k1 pareto_standard
+#       # any tables of experiments/results.json, one process per TABLE[:CONFIG,...] sharing the
+#       # GPU, stopped after GRID_S seconds; run files to $OUT/grid.tar.gz (under runs/gpu)
 #
 # Each phase is bounded by `timeout`; a failing phase does not stop the next. Everything goes to
 # $OUT/session.log; tables to $OUT/*.json; table1's run files to $OUT/table1_gpu.tar.gz.
@@ -52,6 +55,19 @@ while [ -n "$phase" ]; do
         run 60 $PY -m mcgraph compile "$ck" -o "$OUT/learned-k1.onnx"
         run 60 $PY -m mcgraph eval "$OUT/learned-k1.onnx" --device cuda
       fi ;;
+    grid)
+      R=runs/gpu; S=experiments/results.json; pids=()
+      while [ $# -gt 0 ] && [[ $1 != tests && $1 != step && $1 != infer && $1 != table1 ]]; do
+        t=${1%%:*}; only=${1#*:}; [ "$only" = "$1" ] && only=""; shift
+        $PY -m mcgraph experiment $S --table "$t" ${only:+--only $only} --out $R --no-progress \
+          >> "$OUT/grid_${t}_${only%%,*}.log" 2>&1 & pids+=($!)
+      done
+      say "grid: ${pids[*]} for ${GRID_S:-420}s"
+      end=$(( $(date +%s) + ${GRID_S:-420} ))
+      alive() { for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+      while [ "$(date +%s)" -lt $end ] && alive; do sleep 5; done
+      kill -TERM "${pids[@]}" 2>/dev/null; wait
+      tar czf "$OUT/grid.tar.gz" --exclude='*.pt' --exclude='*.onnx' $R "$OUT"/grid_*.log ;;
     *) say "unknown phase $phase" ;;
   esac
   phase=${1:-}; shift || true

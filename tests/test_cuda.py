@@ -256,6 +256,30 @@ def _graph_setup(graphs: bool, fan_in: int = 2):
 
 
 @cuda
+def test_branch_level_learning_steps_eagerly_in_graph_mode():
+    """Branch-level masks draw their wirings on the host: a captured step would replay one
+    wiring for ever, so graph mode steps such a network eagerly (and captures it once its
+    masks are frozen)."""
+    from mcgraph.train.config import TrainConfig
+    from mcgraph.train.step import WARMUP, Stepper
+    gm = masked_resnext(fan_in=1, init="uniform").cuda().to(memory_format=CL).train()
+    st = Stepper(gm, TrainConfig(model="resnext", device="cuda", cuda_graph=True),
+                 torch.device("cuda"))
+    st.set_net(gm)
+    assert st.graphs and not st.captures and not st.on_device
+    x, y = rand(16, 1, 16, 16).cuda(), (torch.arange(16) % 10).cuda()
+    before = [p.detach().clone() for p in mcgraph.mask_parameters(gm)]
+    for _ in range(WARMUP + 2):
+        loss, _, _ = st.step(x, y)
+        assert math.isfinite(float(loss))
+    assert st._graph is None
+    assert any(not torch.equal(a, b) for a, b in zip(before, mcgraph.mask_parameters(gm)))
+    frozen = mcgraph.freeze_masks(gm)
+    st.set_net(frozen)
+    assert st.captures
+
+
+@cuda
 @pytest.mark.parametrize("fan_in", [1, 3])
 def test_captured_step_equals_the_eager_device_step(exact_fp32, fan_in):
     """Each replay of the captured step computes what an eager step with device wiring computes

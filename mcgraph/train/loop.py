@@ -199,7 +199,7 @@ class Trainer(FreezeTransition, EpochEnd):
                 "steps_per_epoch": self.steps_per_epoch, "freeze_step": self.freeze_step,
                 "channels_last": self.channels_last, "amp": self.amp,
                 "amp_dtype": str(self.stepper.dtype).removeprefix("torch.") if self.amp else None,
-                "cuda_graph": self.stepper.graphs,
+                "cuda_graph": self.stepper.captures,
                 "data_spec": dataclasses.asdict(self.data.spec),
                 "machine": machine_info(self.device),
                 "rewrite": graph_meta.rewrite_record(self.model)}

@@ -65,6 +65,7 @@ class Stepper:
         self.scaler = torch.amp.GradScaler(device.type, enabled=scaled)
         self.net: nn.Module = model
         self.on_device = self.graphs         # learning masks draw and read on the device
+        self.captures = self.graphs          # this network's step is replayed (set_net)
         self._graph: _Graph | None = None
         self._eager_steps = 0
         self._pending_weights_only = False
@@ -97,8 +98,11 @@ class Stepper:
         step of the previous network is dropped and the new one is captured afresh."""
         device_wiring.disable(self.model)
         self.net, self._graph, self._eager_steps = net, None, 0
-        if self.on_device:
-            device_wiring.enable(self.model)
+        learning = any(m.learning for m in mask_modules(self.model))
+        # a capture bakes in whatever the host decides: masks that draw on the host (branch
+        # level) would replay one wiring forever, so such a network steps eagerly
+        self.on_device = self.graphs and device_wiring.enable(self.model)
+        self.captures = self.graphs and (self.on_device or not learning)
 
     def wire_on_device(self) -> None:
         """Eager steps with device wiring too (graph mode always has it): what a captured step
@@ -123,7 +127,7 @@ class Stepper:
             x = x.contiguous(memory_format=torch.channels_last)
         if mask_batch is not None:
             self._mask_step(*mask_batch)
-        if self.graphs and self._graph is None and self._eager_steps >= WARMUP:
+        if self.captures and self._graph is None and self._eager_steps >= WARMUP:
             self._graph = self._capture(x, y)
         if self._graph is not None:
             loss, logits = self._graph.replay(x, y, self.opt)
@@ -195,7 +199,7 @@ class Stepper:
             warnings.warn(f"train: the step could not be captured as a CUDA graph "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); stepping "
                           f"eagerly", stacklevel=3)
-            self.graphs = self.on_device = False
+            self.graphs = self.on_device = self.captures = False
             device_wiring.disable(self.model)
             return None
 
