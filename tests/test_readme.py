@@ -10,7 +10,7 @@ from helpers import run_cli_ok
 
 import mcgraph
 
-README = Path(__file__).resolve().parents[1] / "README.new.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 # tiny settings: the synthetic data set (1x16x16), one short epoch
 TINY = [("fashion-mnist", "synthetic"), ("--epochs 2", "--epochs 1 --max-train-samples 128"),
         ("--input-size 28x28", "--input-size 16x16"),
@@ -76,3 +76,11 @@ def test_the_readme_python_example_trains_compiles_and_exports(tmp_path, monkeyp
                                   "docs/onnx-contract.md", "docs/models.md", "CHANGELOG.md"])
 def test_the_readme_links_exist(path):
     assert f"]({path})" in README.read_text() and (README.parent / path).is_file()
+
+
+def test_the_readme_reproduce_commands_name_tables_of_the_spec():
+    from mcgraph.experiment.spec import load_spec
+    block = _block("## Reproduce", "bash")
+    tables = {t.name for t in load_spec(README.parent / "experiments/results.json").tables}
+    named = [n for m in re.finditer(r"--table (\S+)", block) for n in m.group(1).split(",")]
+    assert named and set(named) <= tables, set(named) - tables

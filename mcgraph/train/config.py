@@ -46,8 +46,9 @@ class TrainConfig:
     aggregate: Aggregate = "mean"       # mean | sum of the K inputs (see MaskConnect)
     freeze_at: float = 0.3              # fraction of the steps after which masks freeze (see
                                         # docs/results.md)
-    mask_anneal: bool = False           # sample from m~^(1/T), T falling from 1 to 0.05 at the
-                                        # freeze
+    mask_anneal: bool = True            # sample from m~^(1/T), T falling from 1 to 0.05 at the
+                                        # freeze (docs/results.md screen: never worse, better at
+                                        # Table 1's budget)
     mask_batches: MaskBatches = "same"  # masks learn from the weights' batch, or from another one
                                         # (first-order bi-level: one more forward-backward a step)
     reinit_at_freeze: bool = False      # at the freeze, weights restart from their initial values
