@@ -21,6 +21,24 @@ PY=${PY:-python3}
 say() { echo "=== $* ($(date -u +%T)Z)" | tee -a "$LOG"; }
 run() { local lim=$1; shift; say "\$ $*"; timeout -k 10 "$lim" "$@" 2>&1 | tee -a "$LOG"; say "rc=${PIPESTATUS[0]}"; }
 
+S=experiments/results.json
+
+# train_grid ROOT SECONDS TABLE[:CONFIG,...]...: one `mcgraph experiment` process per group,
+# sharing the GPU, under ROOT; stopped after SECONDS (SIGTERM: each saves last.pt to resume)
+train_grid() {
+  local root=$1 secs=$2 g t only; shift 2; local pids=()
+  for g in "$@"; do
+    t=${g%%:*}; only=${g#*:}; [ "$only" = "$g" ] && only=""
+    $PY -m mcgraph experiment $S --table "$t" ${only:+--only $only} --out "$root" --no-progress \
+      >> "$OUT/grid_${t}_${only%%,*}.log" 2>&1 & pids+=($!)
+  done
+  say "grid: ${pids[*]} for ${secs}s"
+  local end=$(( $(date +%s) + secs ))
+  alive() { for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+  while [ "$(date +%s)" -lt $end ] && alive; do sleep 5; done
+  kill -TERM "${pids[@]}" 2>/dev/null; wait
+}
+
 phase=${1:-}; shift || true
 while [ -n "$phase" ]; do
   case $phase in
@@ -37,16 +55,9 @@ while [ -n "$phase" ]; do
         run 60 $PY -m mcgraph bench "$d/slim.onnx" --baseline "$d/orig.onnx" --device cuda --batch-sizes 1,256
       done ;;
     table1)
-      R=runs/experiment; S=experiments/results.json; pids=()
-      for only in random-chain-k1,chain-of-learned-k1 learned-k4,fixed-prev fixed-random-k4; do
-        $PY -m mcgraph experiment $S --table table1_gpu --only $only --out $R --no-progress \
-          >> "$OUT/table1_${only%%,*}.log" 2>&1 & pids+=($!)
-      done
-      say "table1: ${pids[*]} for ${TABLE_S:-420}s"
-      end=$(( $(date +%s) + ${TABLE_S:-420} ))
-      alive() { for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
-      while [ "$(date +%s)" -lt $end ] && alive; do sleep 5; done
-      kill -TERM "${pids[@]}" 2>/dev/null; wait
+      R=runs/experiment
+      train_grid $R "${TABLE_S:-420}" table1_gpu:random-chain-k1,chain-of-learned-k1 \
+        table1_gpu:learned-k4,fixed-prev table1_gpu:fixed-random-k4
       $PY -m mcgraph experiment $S --table table1_gpu --out $R --dry-run 2>&1 | tee -a "$LOG"
       tar czf "$OUT/table1_gpu.tar.gz" --exclude='*.pt' --exclude='*.onnx' -C $R table1_gpu
       ck=$R/table1_gpu/learned-k1/resnet20-s0/best.pt
@@ -56,18 +67,12 @@ while [ -n "$phase" ]; do
         run 60 $PY -m mcgraph eval "$OUT/learned-k1.onnx" --device cuda
       fi ;;
     grid)
-      R=runs/gpu; S=experiments/results.json; pids=()
+      groups=()
       while [ $# -gt 0 ] && [[ $1 != tests && $1 != step && $1 != infer && $1 != table1 ]]; do
-        t=${1%%:*}; only=${1#*:}; [ "$only" = "$1" ] && only=""; shift
-        $PY -m mcgraph experiment $S --table "$t" ${only:+--only $only} --out $R --no-progress \
-          >> "$OUT/grid_${t}_${only%%,*}.log" 2>&1 & pids+=($!)
+        groups+=("$1"); shift
       done
-      say "grid: ${pids[*]} for ${GRID_S:-420}s"
-      end=$(( $(date +%s) + ${GRID_S:-420} ))
-      alive() { for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
-      while [ "$(date +%s)" -lt $end ] && alive; do sleep 5; done
-      kill -TERM "${pids[@]}" 2>/dev/null; wait
-      tar czf "$OUT/grid.tar.gz" --exclude='*.pt' --exclude='*.onnx' $R "$OUT"/grid_*.log ;;
+      train_grid runs/gpu "${GRID_S:-420}" "${groups[@]}"
+      tar czf "$OUT/grid.tar.gz" --exclude='*.pt' --exclude='*.onnx' runs/gpu "$OUT"/grid_*.log ;;
     *) say "unknown phase $phase" ;;
   esac
   phase=${1:-}; shift || true

@@ -20,13 +20,7 @@ def plot_connectivity(dag: ModuleDAG, path: str | os.PathLike, title: str = "") 
     _draw_chosen_edges(ax, dag, order)
     im = _draw_mask_heat_map(hm, dag, sources, blocks)
     fig.colorbar(im, ax=hm, fraction=0.046)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def _draw_chosen_edges(ax, dag: ModuleDAG, order: list[str]) -> None:
@@ -114,6 +108,12 @@ def plot_why(report, path: str | os.PathLike, title: str = "") -> Path:
         ax.set_yticks(range(len(rows)), [r for r, _ in rows], fontsize=7)
         ax.set_title(t, fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path, title)
+
+
+def _save(fig, path: str | os.PathLike, title: str) -> Path:
+    """Title, tight layout, write the PNG, free the figure."""
+    import matplotlib.pyplot as plt
     if title:
         fig.suptitle(title)
     fig.tight_layout()
