@@ -6,12 +6,15 @@
 
 Files: ``config.json`` (the run's settings and what it ran on), ``metrics.jsonl`` (one JSON
 line per epoch), ``last.pt`` and ``best.pt`` (checkpoints), and, once an experiment measured
-the run, ``result.json``. Every write is atomic (:mod:`mcgraph.io`).
+the run, ``result.json``. Every write is atomic (:mod:`mcgraph.io`). One process at a time
+works in a run directory: it holds ``.lock`` (:func:`locked`) while it trains or measures there.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +26,8 @@ LAST, BEST = "last.pt", "best.pt"
 RUN_FILES = (CONFIG, METRICS, LAST, BEST)       # what a training run writes
 State = Literal["done", "resume", "new"]
 PathLike = str | os.PathLike
+LOCK = ".lock"
+_HELD: set[str] = set()        # run directories this process holds (locking is re-entrant)
 
 
 def _json(p: Path, where: str) -> Any:
@@ -138,3 +143,42 @@ def check_new_run(out: Path, resume: bool, overwrite: bool, main: bool,
     if main:
         for n in old:
             (out / n).unlink()
+
+
+@contextmanager
+def locked(d: PathLike, where: str = "train",
+           on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold run directory ``d`` (created if needed) for this process. Another process holding
+    it is refused in one line, or, given ``on_wait``, waited for (``on_wait`` is told first).
+    Two processes training one run would both append to its metrics and race on last.pt."""
+    key = str(Path(d).resolve())
+    if key in _HELD:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:            # no advisory locks here (Windows): one process is trusted
+        yield
+        return
+    try:
+        Path(d).mkdir(parents=True, exist_ok=True)
+        lock = Path(d) / LOCK      # read-only if it exists: a lock works on a read-only disk
+        f = open(lock) if lock.is_file() else open(lock, "a")  # (whose writes fail later, named)
+    except OSError as e:
+        raise McGraphError(where, f"out {d}: cannot create the directory or its {LOCK} "
+                                  f"({e.strerror or e})", "out") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is None:
+                raise McGraphError(where, f"another process is working in {d} (it holds "
+                                          f"{LOCK}); wait for it, or use another out "
+                                          "directory", "out") from None
+            on_wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from .. import rundir
 from ..errors import McGraphError
 from ..rundir import (
+    locked,
     read_config,
     read_metrics,
     read_result,
@@ -75,7 +76,6 @@ def run_experiment(spec_path: str | os.PathLike, root: str | os.PathLike, *,
     configs (and the ones they reference); ``tables`` those tables (the page still renders
     all of them). Ctrl-C (:class:`~mcgraph.errors.Interrupted`)
     propagates with the run's state saved; the next call resumes it."""
-    from ..train.loop import train
     from .render import check_page
 
     check_dir_path(root, "run root")
@@ -95,24 +95,44 @@ def run_experiment(spec_path: str | os.PathLike, root: str | os.PathLike, *,
         if waiting:   # an earlier run stopped unfinished (max_steps): this one cannot start yet
             log(f"{head}: waiting for {', '.join(waiting)} to finish")
             continue
-        state = run_state(p.run.dir)
-        log(f"{head}: {'resume from last.pt' if state == 'resume' else 'train'}")
-        cfg = train_config(spec, p.run, root, progress, resume=state == "resume")
-        res = train(cfg)                          # Interrupted propagates: state is in last.pt
-        if res.stopped != "done":
-            log(f"{head}: stopped ({res.stopped}) after {res.steps} steps; not finished, the next "
-                "call resumes it")
-            continue
-        result = finish_run(p.run, root, latency_repeats=latency_repeats, keep_onnx=keep_onnx,
-                            log=log)
-        log(f"{head}: test {result['test_acc']:.2f}% (epoch {result['best_epoch']}), "
-            f"{result['blocks_kept']}/{result['blocks_total']} blocks, "
-            f"b64 {result['latency_ms_b64']:.2f} ms")
-        results.append(result)
+        # another `mcgraph experiment` on this root may be on the same run (a config that
+        # several --only groups reference): wait for it, then take what it left
+        note = f"{head}: another process is on it; waiting"
+        with locked(p.run.dir, WHERE, on_wait=lambda note=note: log(note)):
+            result = _train_and_measure(spec, p, root, head, progress, log,
+                                        latency_repeats, keep_onnx)
+        if result is not None:
+            results.append(result)
     if render_to:
         from .render import render
         log(f"rendered {render(spec, root, render_to)}")
     return results
+
+
+def _train_and_measure(spec: Spec, p: PlannedRun, root: str | os.PathLike, head: str,
+                       progress: bool, log: Log, latency_repeats: tuple[int, int],
+                       keep_onnx: bool) -> dict[str, Any] | None:
+    """One run, its directory held: trained or resumed, then measured; None if it stopped
+    unfinished."""
+    from ..train.loop import train
+
+    state = run_state(p.run.dir)
+    if state == "done":                       # finished by the process this one waited for
+        log(f"{head}: skip (done)")
+        return read_result(p.run.dir) or {}
+    log(f"{head}: {'resume from last.pt' if state == 'resume' else 'train'}")
+    cfg = train_config(spec, p.run, root, progress, resume=state == "resume")
+    res = train(cfg)                          # Interrupted propagates: state is in last.pt
+    if res.stopped != "done":
+        log(f"{head}: stopped ({res.stopped}) after {res.steps} steps; not finished, the next "
+            "call resumes it")
+        return None
+    result = finish_run(p.run, root, latency_repeats=latency_repeats, keep_onnx=keep_onnx,
+                        log=log)
+    log(f"{head}: test {result['test_acc']:.2f}% (epoch {result['best_epoch']}), "
+        f"{result['blocks_kept']}/{result['blocks_total']} blocks, "
+        f"b64 {result['latency_ms_b64']:.2f} ms")
+    return result
 
 
 def remeasure_latency(spec_path: str | os.PathLike, root: str | os.PathLike, *,

@@ -13,6 +13,7 @@ weights) stops the run naming the step, the loss and the last good checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import sys
@@ -83,9 +84,18 @@ def train(cfg: TrainConfig, data: Data | None = None, model: fx.GraphModule | No
     device = resolve_device(cfg.device, WHERE)
     dist = D.init(device)
     try:
-        return Trainer(cfg, device, dist, data, model, ckpt, changes).run()
+        with _holding(cfg, dist):
+            return Trainer(cfg, device, dist, data, model, ckpt, changes).run()
     finally:
         D.shutdown(dist)
+
+
+def _holding(cfg: TrainConfig, dist: D.Dist):
+    """The out directory, held by the main rank while it trains (other ranks only read)."""
+    out = Path(cfg.out)
+    if not dist.main or (out.exists() and not out.is_dir()):
+        return contextlib.nullcontext()     # (a file as out is refused by the trainer)
+    return rundir.locked(out, WHERE)
 
 
 class Trainer(FreezeTransition, EpochEnd):
@@ -129,12 +139,12 @@ class Trainer(FreezeTransition, EpochEnd):
             self.restore(ckpt["train"])
             if changes:
                 self.change_settings(changes)
-        elif dist.main:
-            self._write_config()
         self.learning = any(not m.is_frozen for m in mask_modules(self.model))
         self.init_weights = self._learning_setup(ckpt)
         net = self.model if self.learning else training_view(self.model)
         self.stepper.set_net(D.wrap(net, dist, device, find_unused=net is self.model))
+        if not ckpt and dist.main:        # after set_net: it decides whether steps are captured
+            self._write_config()
 
     def _prepare_out(self) -> None:
         """Refuse an out directory holding another run (every rank looks before rank 0 writes),

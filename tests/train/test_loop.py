@@ -86,7 +86,7 @@ def test_nan_loss_stops_with_a_reason_and_keeps_the_last_good_state(tmp_path, sy
     # the diverged continuation never finished an epoch, so nothing replaced a good checkpoint
     # with a diverged one, and no temp file is left
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "config.json", "last.pt", "metrics.jsonl"]
+        ".lock", "config.json", "last.pt", "metrics.jsonl"]
     assert (tmp_path / "run/last.pt").read_bytes() == good
 
 
@@ -121,7 +121,8 @@ def test_fixed_random_and_full_never_change(tmp_path, synthetic):
 def test_learned_run_writes_its_files(tmp_path, synthetic):
     res = train(train_config(tmp_path, epochs=2, mask_lr=0.05, freeze_at=0.5), data=synthetic)
     run = tmp_path / "run"
-    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "last.pt", "best.pt"}
+    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "last.pt", "best.pt",
+                                               ".lock"}
     rows = metrics_rows(run, drop=())
     for key in ("train_loss", "train_acc", "val_acc", "test_acc", "lr", "mask_lr", "mask_entropy",
                 "chosen_changed", "images_per_s", "seconds"):
